@@ -1,0 +1,1 @@
+"""The CEM planner, the Actor (environment loop + model copy + planner) and the evaluator."""

@@ -1,0 +1,1 @@
+"""The `orrery` command line, the run driver, sweeps and reports."""

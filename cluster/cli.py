@@ -1,0 +1,219 @@
+"""The ``orrery`` command line.
+
+Commands:
+    orrery presets                      list the named presets and their key settings
+    orrery env-check TASK               step a task, print frame shape, action space and frames/s
+    orrery rollout --preset P           run random-action episodes, save them and a preview
+
+Bad arguments and bad input exit with code 2 and one line that names the problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from common import config as config_lib
+from common.envs.tasks import UnknownTaskError, families_help
+from common.episode import EpisodeError
+
+USAGE_ERRORS = (config_lib.ConfigError, UnknownTaskError, EpisodeError)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line instead of the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="orrery", description="World models from pixels, trained and planned with on Ray.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+
+    commands.add_parser("presets", help="list presets and their key settings")
+
+    check = commands.add_parser("env-check", help="step a task and report shapes and frames per second")
+    check.add_argument("task", help=f"task id: {families_help()}")
+    check.add_argument("--steps", type=_positive_int, default=100, help="agent steps to time (default 100)")
+    check.add_argument("--seed", type=int, default=0)
+    check.add_argument("--action-repeat", type=_positive_int, default=None,
+                       help="env steps per agent step (default: the task's, PlaNet's for DMC)")
+    check.add_argument("--save-frame", type=Path, default=None, help="write the last frame to this PNG file")
+
+    rollout = commands.add_parser("rollout", help="run random-action episodes of a preset and save them")
+    _add_config_args(rollout)
+    rollout.add_argument("--episodes", type=_positive_int, default=2)
+    rollout.add_argument("--run-dir", type=Path, default=None, help="where to write (default runs/rollout-<time>)")
+    return parser
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="dmc-cartpole-swingup",
+                        help="preset names joined by '+', e.g. dmc-cheetah-run+debug (see orrery presets)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config field, e.g. --set train.batch_size=16 (repeatable)")
+    parser.add_argument("--seed", type=int, default=None, help="run seed (train.seed)")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"presets": cmd_presets, "env-check": cmd_env_check, "rollout": cmd_rollout}[args.command](args)
+    except USAGE_ERRORS as error:
+        print(f"orrery {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"orrery {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+# ---------------------------------------------------------------- commands
+
+def cmd_presets(args) -> int:
+    names = config_lib.preset_names()
+    width = max(map(len, names))
+    for name in names:
+        cfg = config_lib.load_config(name)
+        print(f"{name:<{width}}  {config_lib.summary(cfg)}")
+    print(f"\nStack with '+', e.g. --preset dmc-cheetah-run+debug; override with --set section.key=value.")
+    return 0
+
+
+def cmd_env_check(args) -> int:
+    import numpy as np
+
+    from common.envs import make_env
+
+    env = make_env(args.task, args.seed, action_repeat=args.action_repeat)
+    spec = env.spec
+    renderer = f", MuJoCo GL backend {os.environ.get('MUJOCO_GL')}" if spec.task.startswith("dmc:") else ""
+    rng = np.random.default_rng(args.seed)
+    try:
+        frame = env.reset()
+        start = time.perf_counter()
+        env_steps = 0
+        for _ in range(args.steps):
+            step = env.step(spec.action.sample(rng))
+            frame, env_steps = step.observation, env_steps + step.env_steps
+            if step.last:
+                frame = env.reset()
+        seconds = time.perf_counter() - start
+    except Exception as error:  # rendering failures surface here; say how to fix them
+        print(f"orrery env-check: error: {spec.task} failed while stepping/rendering: {error}\n"
+              f"  headless rendering needs EGL (Debian: apt-get install libegl1 libgl1-mesa-dri) "
+              f"or another backend: MUJOCO_GL=osmesa or MUJOCO_GL=glfw", file=sys.stderr)
+        return 1
+    finally:
+        env.close()
+    print(f"task          {spec.task}{renderer}")
+    print(f"observation   {frame.shape} {frame.dtype}")
+    print(f"actions       {spec.action.describe()}")
+    print(f"action repeat {spec.action_repeat} (episode: {spec.episode_steps} agent steps, "
+          f"{spec.max_env_steps} env steps)")
+    print(f"speed         {args.steps / seconds:.1f} frames/s, {env_steps / seconds:.1f} env steps/s "
+          f"({args.steps} agent steps in {seconds:.2f} s, rendering included)")
+    if args.save_frame:
+        from common.images import write_png
+
+        print(f"frame         {write_png(args.save_frame, frame)}")
+    return 0
+
+
+def cmd_rollout(args) -> int:
+    import numpy as np
+
+    from actors.rollout import random_policy, run_episode
+    from common.envs import make_env_from_config
+    from common.episode import encode
+    from common.images import frame_grid, write_png
+
+    cfg = _load(args)
+    run_dir = args.run_dir or Path("runs") / time.strftime("rollout-%Y%m%d-%H%M%S")
+    (run_dir / "episodes").mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(config_lib.to_yaml(cfg))
+    run = run_dir.name
+    seed = cfg.train.seed
+    env = make_env_from_config(cfg.env, seed)
+    spec = env.spec
+    print(f"orrery rollout: {spec.task}, {spec.action.describe()}, repeat {spec.action_repeat}, "
+          f"{args.episodes} episode(s) of up to {spec.episode_steps} steps, random actions -> {run_dir}")
+    returns, total_steps, total_seconds = [], 0, 0.0
+    try:
+        for index in range(args.episodes):
+            progress = _Progress(f"episode {index + 1}/{args.episodes}", spec.episode_steps)
+            start = time.perf_counter()
+            episode = run_episode(env, random_policy(spec.action, seed * 1000 + index), run=run, seed=seed,
+                                  index=index, on_step=progress.update)
+            seconds = time.perf_counter() - start
+            progress.done()
+            path = run_dir / "episodes" / f"{episode.info.episode_id}.ep"
+            _write_atomic(path, encode(episode))
+            returns.append(float(episode.rewards.sum()))
+            total_steps += episode.info.env_steps
+            total_seconds += seconds
+            print(f"episode {index + 1}: return {returns[-1]:8.2f}  length {episode.length} steps "
+                  f"({episode.info.env_steps} env steps)  {episode.info.env_steps / seconds:6.1f} env steps/s  "
+                  f"-> {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+            if index == 0:
+                write_png(run_dir / "episode-0.png", frame_grid(episode.observations))
+    finally:
+        env.close()
+    print(f"summary: {len(returns)} episode(s), mean return {np.mean(returns):.2f} ± {np.std(returns):.2f}, "
+          f"{total_steps / total_seconds:.1f} env steps/s with rendering")
+    print(f"results: {run_dir}/ (config.yaml, episodes/*.ep, episode-0.png: frames of the first episode)")
+    return 0
+
+
+# ---------------------------------------------------------------- helpers
+
+def _load(args) -> config_lib.Config:
+    overrides = list(args.overrides)
+    if args.seed is not None:
+        overrides.append(f"train.seed={args.seed}")
+    return config_lib.load_config(args.preset, overrides)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class _Progress:
+    """A progress bar on a terminal; a status line every few seconds otherwise (CI logs, pipes)."""
+
+    def __init__(self, label: str, total: int, every_s: float = 5.0):
+        self.label, self.total, self.every_s = label, total, every_s
+        self.tty = sys.stdout.isatty()
+        self.start = self.last = time.perf_counter()
+
+    def update(self, step: int) -> None:
+        now = time.perf_counter()
+        if self.tty and (now - self.last > 0.1 or step == self.total):
+            filled = int(30 * step / self.total)
+            print(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {step}/{self.total} "
+                  f"{step / (now - self.start):.1f} steps/s", end="", flush=True)
+            self.last = now
+        elif not self.tty and now - self.last > self.every_s:
+            print(f"{self.label}: {step}/{self.total} steps, {step / (now - self.start):.1f} steps/s", flush=True)
+            self.last = now
+
+    def done(self) -> None:
+        if self.tty:
+            print("\r" + " " * 80 + "\r", end="", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,410 @@
+"""Run configuration: one frozen dataclass per component, named presets, overrides.
+
+A config is built as ``defaults (PlaNet) + preset overlays + --set overrides``::
+
+    cfg = load_config("dmc-cheetah-run+debug", ["train.batch_size=8"])
+
+Presets are overlays (nested dicts) applied left to right, as dreamerv3 stacks
+``dmc_vision`` + ``size12m`` + ``debug``. Every override is type-checked against
+the dataclass field it names, and an unknown key is rejected with the valid keys
+listed. Values computed from others live in :func:`derive`, nowhere else. The
+merged config is saved with each run (``RUN_DIR/config.yaml``) and round-trips
+through YAML exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from common.envs.tasks import ACTION_REPEAT as _PLANET_ACTION_REPEAT
+
+
+class ConfigError(ValueError):
+    """A preset, override or config file that cannot be applied; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    task: str = "dmc:cheetah-run"
+    """Task id: ``dmc:<domain>-<task>``, ``atari:<Game>`` or ``gym:<id>`` (common/envs)."""
+    action_repeat: int = 4
+    """R: env steps per agent step, rewards summed (PlaNet Table 1 per task)."""
+    max_env_steps: int = 1000
+    """Env steps per episode before time-limit truncation (PlaNet: 1000)."""
+    image_size: int = 64
+    """Observation frames are image_size x image_size x 3 uint8."""
+    bit_depth: int = 5
+    """Bits per colour channel kept by preprocessing, with uniform dequantisation noise (PlaNet: 5)."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    family: str = "rssm"
+    """World-model family: rssm (PlaNet), deterministic, stochastic; dssm, sssm, ar (Buesing et al.)."""
+    deter_size: int = 200
+    """D: size of the deterministic GRU state h_t."""
+    stoch_size: int = 30
+    """Z: size of the stochastic Gaussian state s_t."""
+    hidden_size: int = 200
+    """Width of the MLPs (transition f, prior, posterior, reward head)."""
+    cnn_depth: int = 32
+    """Channels of the first encoder conv layer; the embedding E is 32 * cnn_depth (1024 for PlaNet)."""
+    min_std: float = 0.1
+    """Lower bound added to the softplus std of prior and posterior."""
+    jump: int = 1
+    """j: env steps covered by one transition of a jumpy model (Buesing et al.); 1 is an ordinary model."""
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    free_nats: float = 3.0
+    """KL below this many nats is not penalised: max(free_nats, KL)."""
+    image_scale: float = 1.0
+    """Weight of the image log-likelihood ln p(o_t | h_t, s_t)."""
+    reward_scale: float = 10.0
+    """Weight of the reward log-likelihood ln p(r_t | h_t, s_t) (PlaNet reference code: 10)."""
+    kl_scale: float = 1.0
+    """Weight of the one-step KL(q(s_t | h_t, e_t) || p(s_t | h_t))."""
+    overshooting_distance: int = 0
+    """D_o: latent overshooting over distances 1..D_o; 0 turns it off (off in the final PlaNet agent, 50 in the paper's study)."""
+    overshooting_kl_scale: float = 1.0
+    """beta: weight of the d-step KL terms, d >= 2."""
+    overshooting_reward_scale: float = 0.0
+    """Weight of reward prediction from overshot (d-step) priors."""
+    global_kl_scale: float = 0.0
+    """Weight of KL(q(s_t) || N(0, I)); 0 turns it off."""
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    horizon: int = 12
+    """H: planning horizon in agent steps."""
+    candidates: int = 1000
+    """J: action sequences sampled per CEM iteration."""
+    top_k: int = 100
+    """K: best candidates the belief is refit to."""
+    iterations: int = 10
+    """I: CEM iterations per environment step."""
+    exploration_noise: float = 0.3
+    """Std of Gaussian noise added to the planned action while collecting (0 in evaluation)."""
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    url: str = ""
+    """Redis URL of the replay (redis://:password@host:port/db); empty starts an embedded server on loopback."""
+    capacity_steps: int = 1_000_000
+    """Agent steps kept before the oldest whole episodes are evicted (FIFO)."""
+    min_steps: int = 0
+    """Agent steps in replay before the learner starts; 0 means the seed episodes' worth (derive())."""
+    samples_per_insert_tolerance: float = 0.1
+    """Relative drift allowed around the samples-per-insert ratio before the side ahead waits."""
+    prefetch_batches: int = 4
+    """Batches the sampler keeps ready in the background for the learner."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    """Run seed; each actor's seed is derived from it and recorded."""
+    batch_size: int = 50
+    """B: chunks per update."""
+    chunk_length: int = 50
+    """L: agent steps per chunk."""
+    learning_rate: float = 1e-3
+    """Adam learning rate."""
+    adam_eps: float = 1e-4
+    """Adam epsilon."""
+    grad_clip: float = 1000.0
+    """Global gradient-norm clip."""
+    seed_episodes: int = 5
+    """S: episodes collected with random actions before planning starts."""
+    updates_per_episode: int = 100
+    """C: gradient updates per collected episode; fixes the samples-per-insert ratio."""
+    budget_env_steps: int = 1_000_000
+    """Env steps (action repeat counted) after which the run stops."""
+    publish_every: int = 100
+    """Learner updates between weight broadcasts to actors."""
+    checkpoint_every: int = 1000
+    """Learner updates between checkpoints."""
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    actors: int = 1
+    """Actor processes, each with its own environments and model copy."""
+    envs_per_actor: int = 1
+    """Environments one actor steps and plans for in one batch."""
+    actor_gpus: float = 0.0
+    """GPU fraction per actor; 0 plans on CPU."""
+    learner_gpus: float = 1.0
+    """GPUs for the learner; falls back to CPU where none is present."""
+    address: str = ""
+    """Ray address: empty starts local Ray, 'auto' joins the running cluster."""
+    metrics_port: int = 0
+    """Port of the Prometheus endpoint of a local run; 0 disables it."""
+
+
+@dataclass(frozen=True)
+class Config:
+    env: EnvConfig = field(default_factory=EnvConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+
+SECTIONS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Config))
+
+
+# ---------------------------------------------------------------- presets
+
+def _dmc(task: str) -> dict:
+    return {"env": {"task": f"dmc:{task}", "action_repeat": _PLANET_ACTION_REPEAT[task]}}
+
+
+PRESETS: dict[str, dict] = {
+    "dmc-cartpole-swingup": _dmc("cartpole-swingup"),
+    "dmc-reacher-easy": _dmc("reacher-easy"),
+    "dmc-cheetah-run": _dmc("cheetah-run"),
+    "dmc-finger-spin": _dmc("finger-spin"),
+    "dmc-cup-catch": _dmc("cup-catch"),
+    "dmc-walker-walk": _dmc("walker-walk"),
+    # ALE frame skip 4; 8000 frames (2000 agent steps, about 25 MB of 64x64 frames) per
+    # episode keeps one episode a comfortable Redis value; the game's own end comes first
+    # in most MsPacman episodes under a random or planning policy.
+    "atari-mspacman": {"env": {"task": "atari:MsPacman", "action_repeat": 4, "max_env_steps": 8000}},
+    # Shrinks model, planner, batch and episodes so that a whole run fits a CPU test.
+    "debug": {
+        "env": {"max_env_steps": 200},
+        "model": {"deter_size": 32, "stoch_size": 8, "hidden_size": 32, "cnn_depth": 4},
+        "planner": {"horizon": 4, "candidates": 32, "top_k": 4, "iterations": 2},
+        "replay": {"capacity_steps": 20_000, "prefetch_batches": 1},
+        "train": {"batch_size": 4, "chunk_length": 8, "seed_episodes": 1, "updates_per_episode": 5,
+                  "budget_env_steps": 2000, "publish_every": 5, "checkpoint_every": 20},
+        "cluster": {"learner_gpus": 0.0},
+    },
+}
+"""Named overlays; stack them with '+' (``dmc-cheetah-run+debug``). Keys are ``section -> field -> value``."""
+
+
+def preset_names() -> list[str]:
+    return list(PRESETS)
+
+
+# ---------------------------------------------------------------- building configs
+
+def load_config(preset: str = "", overrides: Sequence[str] = ()) -> Config:
+    """Defaults, then each '+'-separated preset in order, then ``a.b=value`` overrides."""
+    cfg = Config()
+    for name in [p for p in preset.split("+") if p.strip()] if preset else []:
+        name = name.strip()
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}{_suggest(name, PRESETS)}; "
+                              f"known presets: {', '.join(PRESETS)} (stack them with '+', e.g. dmc-cheetah-run+debug)")
+        cfg = apply_overlay(cfg, PRESETS[name], origin=f"preset {name!r}")
+    return apply_overrides(cfg, overrides)
+
+
+def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
+    """Apply ``section.field=value`` strings; values are parsed as YAML scalars, then type-checked."""
+    overlay: dict[str, dict[str, Any]] = {}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or "." not in key:
+            raise ConfigError(f"override {item!r} is not of the form section.field=value (e.g. train.batch_size=16)")
+        section, _, name = key.strip().partition(".")
+        overlay.setdefault(section, {})[name] = _parse_scalar(text.strip())
+    return apply_overlay(cfg, overlay, origin="--set")
+
+
+def _parse_scalar(text: str) -> Any:
+    """Command-line value: int, then float (so '3e-4' is a number, unlike YAML 1.1), then a YAML scalar."""
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            pass
+    try:
+        value = yaml.safe_load(text) if text else ""
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, (bool, str)) or value is None else text
+
+
+def apply_overlay(cfg: Config, overlay: Mapping[str, Any], *, origin: str = "overlay") -> Config:
+    """Return ``cfg`` with the nested ``section -> field -> value`` mapping applied, every key and type checked."""
+    if not isinstance(overlay, Mapping):
+        raise ConfigError(f"{origin}: expected a mapping of sections ({', '.join(SECTIONS)}), got {type(overlay).__name__}")
+    sections = {}
+    for section, values in overlay.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"{origin}: unknown section {section!r}{_suggest(section, SECTIONS)}; "
+                              f"valid sections: {', '.join(SECTIONS)}")
+        current = getattr(cfg, section)
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{origin}: section {section!r} must map field names to values, got {values!r}")
+        hints = typing.get_type_hints(type(current))
+        changes = {}
+        for name, value in values.items():
+            if name not in hints:
+                valid = [f.name for f in dataclasses.fields(current)]
+                raise ConfigError(f"{origin}: unknown key {section}.{name}{_suggest(name, valid)}; "
+                                  f"valid keys in {section}: {', '.join(valid)}")
+            changes[name] = _coerce(f"{section}.{name}", value, hints[name], origin)
+        sections[section] = dataclasses.replace(current, **changes)
+    new = dataclasses.replace(cfg, **sections)
+    check(new)
+    return new
+
+
+def _coerce(key: str, value: Any, kind: Any, origin: str) -> Any:
+    """Check ``value`` against a field type; ints are accepted for floats, nothing else is converted."""
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"{origin}: {key} must be {expected}, got {value!r} ({type(value).__name__})")
+
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise bad("a finite number")
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise bad("a string (quote it if it looks like a number)")
+        return value
+    raise TypeError(f"config field {key} has an unsupported type {kind!r}")  # a bug in this module, not user input
+
+
+def _suggest(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# ---------------------------------------------------------------- checks and derived values
+
+_FAMILIES = ("rssm", "deterministic", "stochastic", "dssm", "sssm", "ar")
+
+
+def check(cfg: Config) -> None:
+    """Reject values no run could use, naming the key and the valid range."""
+    positive = {
+        "env.action_repeat": cfg.env.action_repeat, "env.max_env_steps": cfg.env.max_env_steps,
+        "env.image_size": cfg.env.image_size, "model.deter_size": cfg.model.deter_size,
+        "model.stoch_size": cfg.model.stoch_size, "model.hidden_size": cfg.model.hidden_size,
+        "model.cnn_depth": cfg.model.cnn_depth, "model.jump": cfg.model.jump,
+        "planner.horizon": cfg.planner.horizon, "planner.candidates": cfg.planner.candidates,
+        "planner.top_k": cfg.planner.top_k, "planner.iterations": cfg.planner.iterations,
+        "train.batch_size": cfg.train.batch_size, "train.chunk_length": cfg.train.chunk_length,
+        "train.learning_rate": cfg.train.learning_rate, "train.adam_eps": cfg.train.adam_eps,
+        "train.grad_clip": cfg.train.grad_clip, "train.updates_per_episode": cfg.train.updates_per_episode,
+        "train.budget_env_steps": cfg.train.budget_env_steps, "train.publish_every": cfg.train.publish_every,
+        "train.checkpoint_every": cfg.train.checkpoint_every, "replay.capacity_steps": cfg.replay.capacity_steps,
+        "replay.prefetch_batches": cfg.replay.prefetch_batches, "cluster.actors": cfg.cluster.actors,
+        "cluster.envs_per_actor": cfg.cluster.envs_per_actor,
+    }
+    for key, value in positive.items():
+        if not value > 0:
+            raise ConfigError(f"{key} must be > 0, got {value}")
+    non_negative = {
+        "loss.free_nats": cfg.loss.free_nats, "loss.image_scale": cfg.loss.image_scale,
+        "loss.reward_scale": cfg.loss.reward_scale, "loss.kl_scale": cfg.loss.kl_scale,
+        "loss.overshooting_distance": cfg.loss.overshooting_distance,
+        "loss.overshooting_kl_scale": cfg.loss.overshooting_kl_scale,
+        "loss.overshooting_reward_scale": cfg.loss.overshooting_reward_scale,
+        "loss.global_kl_scale": cfg.loss.global_kl_scale, "model.min_std": cfg.model.min_std,
+        "planner.exploration_noise": cfg.planner.exploration_noise, "train.seed": cfg.train.seed,
+        "train.seed_episodes": cfg.train.seed_episodes, "replay.min_steps": cfg.replay.min_steps,
+        "replay.samples_per_insert_tolerance": cfg.replay.samples_per_insert_tolerance,
+        "cluster.actor_gpus": cfg.cluster.actor_gpus, "cluster.learner_gpus": cfg.cluster.learner_gpus,
+        "cluster.metrics_port": cfg.cluster.metrics_port,
+    }
+    for key, value in non_negative.items():
+        if value < 0:
+            raise ConfigError(f"{key} must be >= 0, got {value}")
+    if cfg.model.family not in _FAMILIES:
+        raise ConfigError(f"model.family {cfg.model.family!r} is unknown{_suggest(cfg.model.family, _FAMILIES)}; "
+                          f"choose one of {', '.join(_FAMILIES)}")
+    if cfg.planner.top_k > cfg.planner.candidates:
+        raise ConfigError(f"planner.top_k ({cfg.planner.top_k}) must not exceed planner.candidates "
+                          f"({cfg.planner.candidates})")
+    if not 1 <= cfg.env.bit_depth <= 8:
+        raise ConfigError(f"env.bit_depth must be in 1..8, got {cfg.env.bit_depth}")
+    if cfg.env.image_size != 64:
+        raise ConfigError(f"env.image_size must be 64 (the conv encoder and decoder are built for 64x64 frames), "
+                          f"got {cfg.env.image_size}")
+    if cfg.loss.overshooting_distance > cfg.train.chunk_length:
+        raise ConfigError(f"loss.overshooting_distance ({cfg.loss.overshooting_distance}) cannot exceed "
+                          f"train.chunk_length ({cfg.train.chunk_length}); shorten it or lengthen the chunks")
+    if cfg.cluster.metrics_port > 65535:
+        raise ConfigError(f"cluster.metrics_port must be a TCP port (1..65535, or 0 to disable), got {cfg.cluster.metrics_port}")
+
+
+@dataclass(frozen=True)
+class Derived:
+    """Values computed from a Config; :func:`derive` is the one place that computes them."""
+
+    embed_size: int
+    """E: encoder output size, 32 * cnn_depth (1024 for PlaNet's depth 32)."""
+    episode_agent_steps: int
+    """Agent steps in a full-length episode: ceil(max_env_steps / action_repeat)."""
+    updates_per_agent_step: float
+    """Learner updates per inserted agent step: C / episode_agent_steps."""
+    samples_per_insert: float
+    """Sampled steps per inserted step: updates_per_agent_step * B * L (the replay limiter's ratio)."""
+    min_replay_steps: int
+    """Agent steps in replay before training starts."""
+
+
+def derive(cfg: Config) -> Derived:
+    episode = -(-cfg.env.max_env_steps // cfg.env.action_repeat)
+    updates_per_step = cfg.train.updates_per_episode / episode
+    return Derived(
+        embed_size=32 * cfg.model.cnn_depth,
+        episode_agent_steps=episode,
+        updates_per_agent_step=updates_per_step,
+        samples_per_insert=updates_per_step * cfg.train.batch_size * cfg.train.chunk_length,
+        min_replay_steps=cfg.replay.min_steps or max(1, cfg.train.seed_episodes) * episode,
+    )
+
+
+# ---------------------------------------------------------------- YAML
+
+def to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
+    return {section: dataclasses.asdict(getattr(cfg, section)) for section in SECTIONS}
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def from_yaml(text: str) -> Config:
+    """Parse a saved config; every section and key is checked as an override would be."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file is not valid YAML: {error}") from None
+    return apply_overlay(Config(), data or {}, origin="config file")
+
+
+def summary(cfg: Config) -> str:
+    """One line of the settings that tell presets apart."""
+    return (f"task={cfg.env.task} repeat={cfg.env.action_repeat} episode={cfg.env.max_env_steps} "
+            f"model={cfg.model.family}(D={cfg.model.deter_size},Z={cfg.model.stoch_size}) "
+            f"cem(H={cfg.planner.horizon},J={cfg.planner.candidates},K={cfg.planner.top_k},I={cfg.planner.iterations}) "
+            f"batch={cfg.train.batch_size}x{cfg.train.chunk_length}")

@@ -1,0 +1,1 @@
+"""The world models (RSSM and other state-space families), their losses, and the Learner."""

@@ -1,0 +1,1 @@
+"""The Redis sequence replay: embedded server, episode writer, chunk sampler, eviction, limiter."""
