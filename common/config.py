@@ -76,8 +76,6 @@ class LossConfig:
     """D_o: latent overshooting over distances 1..D_o; 0 turns it off (off in the final PlaNet agent, 50 in the paper's study)."""
     overshooting_kl_scale: float = 1.0
     """beta: weight of the d-step KL terms, d >= 2."""
-    overshooting_reward_scale: float = 0.0
-    """Weight of reward prediction from overshot (d-step) priors."""
     global_kl_scale: float = 0.0
     """Weight of KL(q(s_t) || N(0, I)); 0 turns it off."""
 
@@ -326,7 +324,6 @@ def check(cfg: Config) -> None:
         "loss.reward_scale": cfg.loss.reward_scale, "loss.kl_scale": cfg.loss.kl_scale,
         "loss.overshooting_distance": cfg.loss.overshooting_distance,
         "loss.overshooting_kl_scale": cfg.loss.overshooting_kl_scale,
-        "loss.overshooting_reward_scale": cfg.loss.overshooting_reward_scale,
         "loss.global_kl_scale": cfg.loss.global_kl_scale, "model.min_std": cfg.model.min_std,
         "planner.exploration_noise": cfg.planner.exploration_noise, "train.seed": cfg.train.seed,
         "train.seed_episodes": cfg.train.seed_episodes, "replay.min_steps": cfg.replay.min_steps,
