@@ -132,6 +132,10 @@ class TrainConfig:
     """Learner updates between weight broadcasts to actors."""
     checkpoint_every: int = 1000
     """Learner updates between checkpoints."""
+    precision: str = "auto"
+    """Learner forward precision: float32, bfloat16 (autocast), or auto (bfloat16 where the device runs it natively)."""
+    compile: bool = False
+    """Wrap the learner's loss in torch.compile."""
 
 
 @dataclass(frozen=True)
@@ -334,6 +338,8 @@ def check(cfg: Config) -> None:
     for key, value in non_negative.items():
         if value < 0:
             raise ConfigError(f"{key} must be >= 0, got {value}")
+    if cfg.train.precision not in ("auto", "float32", "bfloat16"):
+        raise ConfigError(f"train.precision {cfg.train.precision!r}: choose auto, float32 or bfloat16")
     if cfg.model.family not in _FAMILIES:
         raise ConfigError(f"model.family {cfg.model.family!r} is unknown{_suggest(cfg.model.family, _FAMILIES)}; "
                           f"choose one of {', '.join(_FAMILIES)}")

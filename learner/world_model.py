@@ -58,7 +58,7 @@ class WorldModel(nn.Module):
 
         The reward head runs once over all H * N imagined states rather than once per step.
         """
-        return self.predict_reward(self.rssm.imagine(actions, state))
+        return self.reward(self.rssm.imagine_features(actions, state)).squeeze(-1).float()
 
     @torch.no_grad()
     def open_loop(self, context: torch.Tensor, context_actions: torch.Tensor, actions: torch.Tensor,

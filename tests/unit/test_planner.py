@@ -202,3 +202,25 @@ def test_add_exploration_adds_gaussian_noise_and_clips():
     assert noisy.shape == action.shape and bool((action == 0).all())
     assert abs(noisy[:, 0].std().item() - 0.3) < 0.01 and noisy[:, 1].abs().max().item() == pytest.approx(0.1)
     assert torch.equal(add_exploration(torch.tensor([2.0, -2.0]), 0.0, [-1, -1], [1, 1]), torch.tensor([1.0, -1.0]))
+
+
+@pytest.mark.parametrize("task_action", [
+    ActionSpec(discrete=False, size=3, low=(-1.0, -2.0, 0.0), high=(1.0, 2.0, 0.5)),
+    ActionSpec(discrete=True, size=5),
+])
+def test_plans_with_the_real_world_model(task_action):
+    from common.config import load_config
+    from learner.world_model import WorldModel
+
+    cfg = load_config("debug", ["model.cnn_depth=2"])
+    torch.manual_seed(0)
+    model = WorldModel.from_config(cfg, task_action.size)
+    planner = CEMPlanner.from_config(model, cfg.planner, task_action, precision="bfloat16",
+                                     generator=torch.Generator().manual_seed(0))
+    belief = model.observe_step(model.rssm.initial(4), torch.zeros(4, task_action.size), torch.rand(4, 3, 64, 64) - 0.5)
+    action = planner.plan(belief)
+    if task_action.discrete:
+        assert action.shape == (4,) and action.dtype == torch.int64 and bool(((0 <= action) & (action < 5)).all())
+    else:
+        assert action.shape == (4, 3) and action.dtype == torch.float32
+        assert bool((action >= torch.tensor(task_action.low)).all() and (action <= torch.tensor(task_action.high)).all())

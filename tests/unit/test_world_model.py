@@ -127,3 +127,15 @@ def test_world_model_open_loop_and_rewards():
     assert rewards.shape == (12, B * 7) and rewards.dtype == torch.float32
     belief = model.observe_step(model.rssm.initial(B), context_actions[0], frames[0])
     assert belief.features.shape == (B, model.rssm.feature_size)
+
+
+def test_decoder_first_layer_fast_path_equals_its_deconvolution():
+    from learner.networks import Decoder
+
+    torch.manual_seed(0)
+    decoder = Decoder(feature_size=10, depth=2)
+    features = torch.randn(4, 10)
+    x = decoder.project(features).reshape(4, -1, 1, 1)
+    expected = decoder.net[1](decoder.net[0](x))  # deconvolution, then its ReLU
+    torch.testing.assert_close(decoder._first_layer(x.reshape(4, -1)), expected)
+    assert decoder(features).shape == (4, 3, 64, 64)
