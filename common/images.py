@@ -43,3 +43,13 @@ def frame_grid(frames: np.ndarray, count: int = 16, columns: int = 8, gap: int =
         y, x = divmod(i, columns)
         grid[y * (height + gap):y * (height + gap) + height, x * (width + gap):x * (width + gap) + width] = frame
     return grid
+
+
+def comparison_grid(rows: list[np.ndarray], count: int = 10, gap: int = 2) -> np.ndarray:
+    """Clips of equal length (T, H, W, 3), one per row (e.g. truth, model, error), ``count`` columns picked alike."""
+    length = len(rows[0])
+    if any(len(r) != length or r.shape[1:] != rows[0].shape[1:] for r in rows):
+        raise ValueError(f"comparison_grid needs clips of one shape, got {[r.shape for r in rows]}")
+    picks = np.linspace(0, length - 1, min(count, length)).round().astype(int)
+    return frame_grid(np.concatenate([r[picks] for r in rows]), count=len(picks) * len(rows),
+                      columns=len(picks), gap=gap)

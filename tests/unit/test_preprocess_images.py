@@ -74,3 +74,14 @@ def test_frame_grid_layout():
     grid = frame_grid(frames, count=10, columns=5, gap=1)
     assert grid.shape == (2 * 5 - 1, 5 * 5 - 1, 3)
     assert grid[0, 0, 0] == 0 and grid[-1, -1, 0] == 19
+
+
+def test_comparison_grid_rows_line_up():
+    from common.images import comparison_grid
+
+    truth = np.stack([np.full((4, 4, 3), i, np.uint8) for i in range(6)])
+    grid = comparison_grid([truth, truth + 100], count=3, gap=1)
+    assert grid.shape == (2 * 5 - 1, 3 * 5 - 1, 3)
+    assert grid[0, 0, 0] == 0 and grid[5, 0, 0] == 100 and grid[5, -1, 0] == 105
+    with pytest.raises(ValueError, match="one shape"):
+        comparison_grid([truth, truth[:3]])

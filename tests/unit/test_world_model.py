@@ -139,3 +139,25 @@ def test_decoder_first_layer_fast_path_equals_its_deconvolution():
     expected = decoder.net[1](decoder.net[0](x))  # deconvolution, then its ReLU
     torch.testing.assert_close(decoder._first_layer(x.reshape(4, -1)), expected)
     assert decoder(features).shape == (4, 3, 64, 64)
+
+
+@pytest.mark.parametrize("discrete", [False, True])
+def test_predict_episode_shapes_and_alignment(discrete):
+    import numpy as np
+
+    from common.episode import Episode, EpisodeInfo
+    from learner.open_loop import predict_episode
+
+    steps, size = 9, 4 if discrete else A
+    rng = np.random.default_rng(0)
+    actions = rng.integers(0, size, steps) if discrete else rng.uniform(-1, 1, (steps, size)).astype(np.float32)
+    episode = Episode(rng.integers(0, 256, (steps + 1, 64, 64, 3), dtype=np.uint8), actions,
+                      np.zeros(steps, np.float32), np.zeros(steps, bool),
+                      EpisodeInfo("r", 0, 0, "r-0", 0, "t", steps))
+    torch.manual_seed(0)
+    model = WorldModel("rssm", size, deter_size=D, stoch_size=Z, hidden_size=20, cnn_depth=2)
+    truth, predicted = predict_episode(model, episode, context=3, horizon=20)
+    assert truth.shape == predicted.shape == (steps + 1 - 3, 64, 64, 3)  # capped by the episode's end
+    assert np.array_equal(truth, episode.observations[3:]) and predicted.dtype == np.uint8
+    with pytest.raises(ValueError, match="context"):
+        predict_episode(model, episode, context=0)
