@@ -75,14 +75,16 @@ class Learner:
         observations, actions, rewards = self._prepare(batch)
         self.model.train()
         with self._autocast():
-            total, _, metrics = self._forward(observations, actions, rewards)
+            total, _, tensors = self._forward(observations, actions, rewards)
         self.optimizer.zero_grad(set_to_none=True)
         finite = bool(torch.isfinite(total))
         if finite:
             total.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
-            finite = bool(torch.isfinite(grad_norm))
-            metrics["learner/grad_norm"] = float(grad_norm)
+            tensors["learner/grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                                                           self.cfg.train.grad_clip)
+            finite = bool(torch.isfinite(tensors["learner/grad_norm"]))
+        # One device-to-host copy for all metrics.
+        metrics = dict(zip(tensors, torch.stack([t.float() for t in tensors.values()]).tolist()))
         if finite:
             self.optimizer.step()
             self.updates += 1

@@ -44,7 +44,7 @@ def reward_nll(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def overshooting_kl(rssm: RSSM, posterior: State, initial: State, actions: torch.Tensor, distance: int,
                     beta: float, free_nats: float, generator: torch.Generator | None = None
-                    ) -> tuple[torch.Tensor, dict[str, float]]:
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Latent overshooting, one batched pass over all T start points per distance (no loop over starts).
 
     Start i (i = 0..T-1) is the state at time i-1: ``initial`` for i = 0, posterior[i-1] after.
@@ -77,7 +77,7 @@ def overshooting_kl(rssm: RSSM, posterior: State, initial: State, actions: torch
         mask = (index < valid).to(kl.dtype)[:, None]
         term = (torch.clamp(kl, min=free_nats) * mask).sum() / (mask.sum() * batch)
         total = total + (1.0 if d == 1 else beta) * term
-        metrics[f"learner/overshooting_kl_d{d}"] = float((kl.detach() * mask).sum() / (mask.sum() * batch))
+        metrics[f"learner/overshooting_kl_d{d}"] = (kl.detach() * mask).sum() / (mask.sum() * batch)
     return total / distance, metrics
 
 
@@ -89,8 +89,8 @@ def loss_scales(cfg: LossConfig) -> dict[str, float]:
 
 def world_model_loss(model: WorldModel, observations: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
                      cfg: LossConfig, generator: torch.Generator | None = None
-                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, float]]:
-    """(total, terms, metrics) for one chunk batch, time-major.
+                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(total, terms, metrics) for one chunk batch, time-major; metrics are detached scalar tensors.
 
     observations: (T, B, 3, 64, 64) preprocessed o_t; actions: (T, B, A) a_tm1 of each o_t;
     rewards: (T, B), rewards[t] received with the step into o_t (it follows actions[t]).
@@ -102,7 +102,7 @@ def world_model_loss(model: WorldModel, observations: torch.Tensor, actions: tor
     initial = model.rssm.initial(batch, observations.device)
     posterior, prior = model.observe(observations, actions, initial, generator)
     one_step_kl, raw_kl = free_nats_kl(posterior, prior, cfg.free_nats)
-    metrics: dict[str, float] = {"learner/kl": float(raw_kl.detach())}
+    metrics: dict[str, torch.Tensor] = {"learner/kl": raw_kl.detach()}
     if cfg.overshooting_distance:
         kl, overshooting = overshooting_kl(model.rssm, posterior, initial, actions, cfg.overshooting_distance,
                                            cfg.overshooting_kl_scale, cfg.free_nats, generator)
@@ -119,8 +119,8 @@ def world_model_loss(model: WorldModel, observations: torch.Tensor, actions: tor
     scales = loss_scales(cfg)
     assert set(terms) == set(scales), f"loss terms {sorted(terms)} and scales {sorted(scales)} differ"
     total = sum(scales[name] * value for name, value in terms.items())
-    metrics.update({f"learner/{name}_loss": float(value.detach()) for name, value in terms.items()})
-    metrics["learner/total_loss"] = float(total.detach())
-    metrics["learner/prior_std"] = float(prior.std.detach().mean())
-    metrics["learner/posterior_std"] = float(posterior.std.detach().mean())
+    metrics.update({f"learner/{name}_loss": value.detach() for name, value in terms.items()})
+    metrics["learner/total_loss"] = total.detach()
+    metrics["learner/prior_std"] = prior.std.detach().mean()
+    metrics["learner/posterior_std"] = posterior.std.detach().mean()
     return total, terms, metrics

@@ -99,3 +99,14 @@ def test_weights_are_cpu_tensors_of_the_model():
     learner = Learner(CFG, 2)
     weights = learner.weights()
     assert set(weights) == set(learner.model.state_dict()) and all(w.device.type == "cpu" for w in weights.values())
+
+
+@pytest.mark.slow
+def test_compiled_loss_matches_eager():
+    """torch.compile of the loss (train.compile) traces without graph breaks and computes the same updates."""
+    data = batches(3)
+    eager = Learner(CFG, 2, seed=0, precision="float32")
+    compiled = Learner(CFG, 2, seed=0, precision="float32", compile=True)
+    for batch in data:
+        a, b = eager.update(batch), compiled.update(batch)
+        assert b["learner/total_loss"] == pytest.approx(a["learner/total_loss"], rel=1e-4)
