@@ -1,1 +1,21 @@
-"""The Redis sequence replay: embedded server, episode writer, chunk sampler, eviction, limiter."""
+"""The Redis sequence replay: embedded server, episode writer, chunk sampler, eviction, limiter.
+
+    server = EmbeddedRedis(run_dir).start()            # or a cluster's redis:// URL
+    replay = SequenceReplay(server.url, run, capacity_steps=cfg.replay.capacity_steps)
+    replay.add(episode)                                  # actors: atomic, idempotent by episode id
+    batch = replay.sample(B, L)                          # learner: uniform over all valid chunk starts
+"""
+
+from replay.errors import (
+    LimiterTimeout, ReplayAuthError, ReplayConnectionError, ReplayEmptyError, ReplayError, ServerNotFoundError,
+)
+from replay.limiter import LocalCounters, SamplesPerInsert
+from replay.prefetch import Prefetcher
+from replay.server import Address, EmbeddedRedis, connect
+from replay.store import SequenceReplay
+
+__all__ = [
+    "Address", "EmbeddedRedis", "LimiterTimeout", "LocalCounters", "Prefetcher", "ReplayAuthError",
+    "ReplayConnectionError", "ReplayEmptyError", "ReplayError", "SamplesPerInsert", "SequenceReplay",
+    "ServerNotFoundError", "connect",
+]
