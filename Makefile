@@ -21,9 +21,9 @@ $(VENV)/.installed: pyproject.toml scripts/system-deps.sh
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@
 
-# The main job: a short real episode loop on a DMC pixel task with random actions.
+# The main job: a short real training run (local Ray, embedded Redis, DMC cartpole-swingup, debug sizes).
 run: install
-	$(BIN)/orrery rollout --preset dmc-cartpole-swingup --episodes 2 --run-dir runs/demo
+	$(BIN)/orrery train --preset dmc-cartpole-swingup+debug --actors 2 --budget-steps 3000
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

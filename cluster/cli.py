@@ -4,6 +4,8 @@ Commands:
     orrery presets                      list the named presets and their key settings
     orrery env-check TASK               step a task, print frame shape, action space and frames/s
     orrery rollout --preset P           run random-action episodes, save them and a preview
+    orrery train --preset P [...]       train with planning actors, the Redis replay and a learner on Ray
+    orrery eval RUN_DIR                 evaluate a run's latest checkpoint
 
 Bad arguments and bad input exit with code 2 and one line that names the problem.
 """
@@ -45,6 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="env steps per agent step (default: the task's, PlaNet's for DMC)")
     check.add_argument("--save-frame", type=Path, default=None, help="write the last frame to this PNG file")
 
+    train = commands.add_parser("train", help="train a world model with planning actors on Ray")
+    _add_config_args(train)
+    train.add_argument("--actors", type=_positive_int, default=None, help="actor processes (cluster.actors)")
+    train.add_argument("--envs-per-actor", type=_positive_int, default=None, help="cluster.envs_per_actor")
+    train.add_argument("--run-dir", type=Path, default=None, help="where the run lives (default runs/<preset>-<time>)")
+    train.add_argument("--address", default=None, help="Ray address: 'auto' joins a running cluster (cluster.address)")
+    train.add_argument("--redis", default=None, metavar="URL", help="replay Redis URL; default: embedded (replay.url)")
+    train.add_argument("--budget-steps", type=int, default=None, help="env steps to train for (train.budget_env_steps)")
+    train.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue a stopped run")
+
+    evaluate = commands.add_parser("eval", help="evaluate a run's latest checkpoint")
+    evaluate.add_argument("run_dir", type=Path)
+    evaluate.add_argument("--episodes", type=_positive_int, default=None, help="default: train.eval_episodes")
+
     rollout = commands.add_parser("rollout", help="run random-action episodes of a preset and save them")
     _add_config_args(rollout)
     rollout.add_argument("--episodes", type=_positive_int, default=2)
@@ -70,8 +86,10 @@ def _positive_int(text: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"presets": cmd_presets, "env-check": cmd_env_check, "rollout": cmd_rollout}[args.command](args)
-    except USAGE_ERRORS as error:
+        command = {"presets": cmd_presets, "env-check": cmd_env_check, "rollout": cmd_rollout, "train": cmd_train,
+                   "eval": cmd_eval}[args.command]
+        return command(args)
+    except USAGE_ERRORS + _replay_errors() as error:
         print(f"orrery {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -176,7 +194,65 @@ def cmd_rollout(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from cluster.driver import Driver
+
+    overrides = list(args.overrides)
+    for flag, key in ((args.actors, "cluster.actors"), (args.envs_per_actor, "cluster.envs_per_actor"),
+                      (args.budget_steps, "train.budget_env_steps"), (args.seed, "train.seed")):
+        if flag is not None:
+            overrides.append(f"{key}={flag}")
+    for flag, key in ((args.address, "cluster.address"), (args.redis, "replay.url")):
+        if flag is not None:
+            overrides.append(f"{key}={flag}")
+    if args.resume:
+        saved = args.resume / "config.yaml"
+        if not saved.exists():
+            raise config_lib.ConfigError(f"--resume {args.resume}: no config.yaml there; is it a run directory?")
+        cfg = config_lib.apply_overrides(config_lib.from_yaml(saved.read_text()), overrides)
+        driver = Driver(cfg, args.resume, resume=True)
+    else:
+        cfg = config_lib.load_config(args.preset, overrides)
+        run_dir = args.run_dir or Path("runs") / f"{args.preset.replace('+', '-')}-{time.strftime('%Y%m%d-%H%M%S')}"
+        driver = Driver(cfg, run_dir)
+    try:
+        driver.run()
+    except KeyboardInterrupt:
+        print("orrery train: interrupted; the learner's last checkpoint is kept; continue with "
+              f"--resume {driver.run_dir}", file=sys.stderr)
+        return 130
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from actors.evaluator import evaluate, write_results
+    from learner import checkpoint
+
+    saved = args.run_dir / "config.yaml"
+    if not saved.exists():
+        raise config_lib.ConfigError(f"{args.run_dir}: no config.yaml there; is it a run directory?")
+    cfg = config_lib.from_yaml(saved.read_text())
+    state = checkpoint.load(args.run_dir / "checkpoints")
+    if state is None:
+        raise config_lib.ConfigError(f"{args.run_dir}: no checkpoint in checkpoints/ yet")
+    episodes = args.episodes or cfg.train.eval_episodes
+    result = evaluate(cfg, state["model"], state["updates"], episodes=episodes, seed=20_000, run=args.run_dir.name)
+    files = write_results(args.run_dir, result, env_steps=0, bit_depth=cfg.env.bit_depth)
+    print(f"eval of {args.run_dir} (weights after {state['updates']} updates, {episodes} episodes): return "
+          f"{result['return_mean']:.1f} ± {result['return_std']:.1f}; random policy "
+          f"{result['random_return_mean']:.1f} ± {result['random_return_std']:.1f}")
+    print(f"results: {files['returns']}, {files['gif']}")
+    return 0
+
+
 # ---------------------------------------------------------------- helpers
+
+def _replay_errors() -> tuple:
+    """Replay errors a user can fix (unreachable Redis, wrong password), imported only when needed."""
+    from replay import ReplayError
+
+    return (ReplayError,)
+
 
 def _load(args) -> config_lib.Config:
     overrides = list(args.overrides)

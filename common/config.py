@@ -132,6 +132,10 @@ class TrainConfig:
     """Learner updates between weight broadcasts to actors."""
     checkpoint_every: int = 1000
     """Learner updates between checkpoints."""
+    eval_episodes: int = 5
+    """Episodes planned without exploration noise at the end of a run (and as many random ones for comparison)."""
+    eval_every_env_steps: int = 0
+    """Env steps between evaluations during training (a learning curve); 0 evaluates only at the end."""
     precision: str = "auto"
     """Learner forward precision: float32, bfloat16 (autocast), or auto (bfloat16 where the device runs it natively)."""
     compile: bool = False
@@ -185,6 +189,15 @@ PRESETS: dict[str, dict] = {
     # episode keeps one episode a comfortable Redis value; the game's own end comes first
     # in most MsPacman episodes under a random or planning policy.
     "atari-mspacman": {"env": {"task": "atari:MsPacman", "action_repeat": 4, "max_env_steps": 8000}},
+    # PlaNet's structure at sizes a 2-core CPU trains in tens of minutes: smaller nets, fewer CEM
+    # candidates, shorter chunks, half the updates per episode; evaluation every 10 episodes.
+    "cpu": {
+        "model": {"deter_size": 100, "stoch_size": 20, "hidden_size": 100, "cnn_depth": 16},
+        "planner": {"candidates": 300, "top_k": 30, "iterations": 6},
+        "train": {"batch_size": 16, "chunk_length": 32, "updates_per_episode": 50, "eval_every_env_steps": 10_000,
+                  "eval_episodes": 3, "publish_every": 25, "checkpoint_every": 100},
+        "cluster": {"learner_gpus": 0.0},
+    },
     # Shrinks model, planner, batch and episodes so that a whole run fits a CPU test.
     "debug": {
         "env": {"max_env_steps": 200},
@@ -192,7 +205,7 @@ PRESETS: dict[str, dict] = {
         "planner": {"horizon": 4, "candidates": 32, "top_k": 4, "iterations": 2},
         "replay": {"capacity_steps": 20_000, "prefetch_batches": 1},
         "train": {"batch_size": 4, "chunk_length": 8, "seed_episodes": 1, "updates_per_episode": 5,
-                  "budget_env_steps": 2000, "publish_every": 5, "checkpoint_every": 20},
+                  "budget_env_steps": 2000, "publish_every": 5, "checkpoint_every": 20, "eval_episodes": 2},
         "cluster": {"learner_gpus": 0.0},
     },
 }
@@ -316,6 +329,7 @@ def check(cfg: Config) -> None:
         "train.learning_rate": cfg.train.learning_rate, "train.adam_eps": cfg.train.adam_eps,
         "train.grad_clip": cfg.train.grad_clip, "train.updates_per_episode": cfg.train.updates_per_episode,
         "train.budget_env_steps": cfg.train.budget_env_steps, "train.publish_every": cfg.train.publish_every,
+        "train.eval_episodes": cfg.train.eval_episodes,
         "train.checkpoint_every": cfg.train.checkpoint_every, "replay.capacity_steps": cfg.replay.capacity_steps,
         "replay.prefetch_batches": cfg.replay.prefetch_batches, "cluster.actors": cfg.cluster.actors,
         "cluster.envs_per_actor": cfg.cluster.envs_per_actor,
@@ -331,6 +345,7 @@ def check(cfg: Config) -> None:
         "loss.global_kl_scale": cfg.loss.global_kl_scale, "model.min_std": cfg.model.min_std,
         "planner.exploration_noise": cfg.planner.exploration_noise, "train.seed": cfg.train.seed,
         "train.seed_episodes": cfg.train.seed_episodes, "replay.min_steps": cfg.replay.min_steps,
+        "train.eval_every_env_steps": cfg.train.eval_every_env_steps,
         "replay.samples_per_insert_tolerance": cfg.replay.samples_per_insert_tolerance,
         "cluster.actor_gpus": cfg.cluster.actor_gpus, "cluster.learner_gpus": cfg.cluster.learner_gpus,
         "cluster.metrics_port": cfg.cluster.metrics_port,

@@ -1,0 +1,130 @@
+"""The Actor's thin Ray wrapper: pulls newer weights between episodes, writes episodes to replay, reports.
+
+The driver keeps one ``collect()`` call in flight per actor. If the process dies, Ray restarts
+it and the driver calls again with the next ``incarnation``: the new Actor takes a fresh seed
+(so episode ids never collide with stored ones), and the episodes that were in flight are lost
+whole, never half-written (a replay write is atomic).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import ray
+import torch
+
+from actors.actor import Actor
+from common.config import derive, from_yaml
+from common.episode import Episode
+from learner.learner import resolve_precision
+from replay import LimiterTimeout, ReplayConnectionError, SamplesPerInsert, SequenceReplay
+
+
+
+def actor_seed(train_seed: int, session: int, index: int, incarnation: int) -> int:
+    """A distinct 31-bit seed per (run seed, driver session, actor, restart), recorded with every episode."""
+    return int(np.random.SeedSequence([train_seed, session, index, incarnation]).generate_state(1)[0] % 2**31)
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0)
+class ActorWorker:
+    def __init__(self, config_yaml: str, index: int, run: str, session: int, replay_url: str, weight_store,
+                 seed_episodes: int, threads: int = 1, redis_wait_s: float = 120.0):
+        self.cfg = from_yaml(config_yaml)
+        torch.set_num_threads(max(1, threads))
+        self.index, self.run, self.session = index, run, session
+        self.replay_url, self.store = replay_url, weight_store
+        self.seed_episodes = seed_episodes
+        self.redis_wait_s = redis_wait_s
+        self.replay = SequenceReplay(replay_url, run)
+        derived = derive(self.cfg)
+        self.limiter = SamplesPerInsert(derived.samples_per_insert, derived.min_replay_steps,
+                                        self.cfg.replay.samples_per_insert_tolerance, counters=self.replay)
+        self.insert_wait_s = 0.0
+        self.actor: Actor | None = None
+        self.incarnation = -1
+        self.device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def collect(self, episodes: int, incarnation: int) -> dict:
+        """Run until ``episodes`` episodes have ended and been stored; return what happened.
+
+        Returns {"episodes": [{id, return, length, env_steps, policy_version, seed, stored}], "metrics": {...}}.
+        """
+        if self.actor is None or incarnation != self.incarnation:
+            self._start(incarnation)
+        self._wait_for_learner()
+        self._refresh_weights()
+        start = time.perf_counter()
+        done = self.actor.run_episodes(episodes)
+        seconds = time.perf_counter() - start
+        plans = self.actor.plan_ms[-200:]
+        reports = [self._report(e) for e in done]
+        metrics = {
+            "actor/env_steps_per_s": sum(e.info.env_steps for e in done) / max(seconds, 1e-9),
+            "actor/plan_ms": float(np.mean(plans)) if plans else 0.0,
+            "actor/policy_version": self.actor.policy_version,
+            "actor/incarnation": incarnation,
+            "actor/insert_wait_s": self.insert_wait_s,
+        }
+        return {"episodes": reports, "metrics": metrics}
+
+    def _start(self, incarnation: int) -> None:
+        if self.actor is not None:
+            self.actor.close()
+        seed = actor_seed(self.cfg.train.seed, self.session, self.index, incarnation)
+        # Seed episodes are owed once; a restarted actor plans from the start.
+        self.actor = Actor(self.cfg, index=self.index, run=self.run, seed=seed, write=self._write,
+                           seed_episodes=self.seed_episodes if incarnation == 0 else 0, device=self.device,
+                           precision=resolve_precision(self.cfg.train.precision, torch.device(self.device)))
+        self.incarnation = incarnation
+        self._stored: dict[str, bool] = {}
+
+    def _wait_for_learner(self, timeout: float = 120.0) -> None:
+        """Samples-per-insert: when the learner is behind PlaNet's update ratio, wait before collecting more.
+
+        After ``timeout`` collect anyway: a learner that is restarting must not stall the actors forever.
+        """
+        try:
+            self.insert_wait_s += self.limiter.wait_insert(timeout=timeout)
+        except LimiterTimeout:
+            self.insert_wait_s += timeout
+        except ReplayConnectionError:
+            pass  # _write waits for Redis to come back
+
+    def _refresh_weights(self) -> None:
+        """Adopt a newer published version, if any (between episodes)."""
+        try:
+            newer = ray.get(self.store.newer_than.remote(self.actor.policy_version), timeout=30)
+            if newer is not None:
+                version, (ref,) = newer
+                self.actor.load_weights(version, ray.get(ref, timeout=60))
+        except (ray.exceptions.RayError, TimeoutError):
+            pass  # the learner is restarting; keep planning with the weights in hand
+
+    def _write(self, episode: Episode) -> None:
+        """Store an episode; while Redis is down (restarting), wait for it and retry (add is idempotent)."""
+        deadline = time.monotonic() + self.redis_wait_s
+        while True:
+            try:
+                self._stored[episode.info.episode_id] = self.replay.add(episode)
+                return
+            except ReplayConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
+                self.replay.close()
+                try:
+                    self.replay = SequenceReplay(self.replay_url, self.run)
+                except ReplayConnectionError:
+                    pass
+
+    def _report(self, episode: Episode) -> dict:
+        info = episode.info
+        return {"id": info.episode_id, "return": float(episode.rewards.sum()), "length": episode.length,
+                "env_steps": info.env_steps, "policy_version": info.policy_version, "seed": info.seed,
+                "stored": self._stored.pop(info.episode_id, False)}

@@ -1,0 +1,263 @@
+"""The run driver: starts replay, learner, weight store and actors on Ray, watches the budget, shuts down.
+
+    driver = Driver(cfg, run_dir)          # or Driver.resume(run_dir)
+    summary = driver.run()                 # blocks until the env-step budget is spent, then evaluates
+
+Local runs start Ray and an embedded Redis themselves; with ``cluster.address`` and
+``replay.url`` set they join a running cluster and its Redis. Every episode an actor acknowledges
+is counted once; actors and the learner that die are restarted by Ray and called again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections import deque
+from pathlib import Path
+from typing import Callable
+
+import ray
+
+from actors.evaluator import evaluate, write_results
+from actors.worker import ActorWorker
+from cluster.runlog import MetricsLog, Progress
+from cluster.weight_store import WeightStore
+from common.config import Config, ConfigError, derive, from_yaml, to_yaml
+from common.envs import make_env_from_config
+from learner import checkpoint
+from learner.worker import LearnerWorker
+from replay import EmbeddedRedis, SequenceReplay
+
+PROGRESS = "progress.json"
+
+
+@dataclasses.dataclass
+class RunState:
+    """What survives a driver restart (RUN_DIR/progress.json): counted env steps and sessions."""
+
+    env_steps: int = 0
+    episodes: int = 0
+    session: int = 0
+
+
+class Driver:
+    def __init__(self, cfg: Config, run_dir: str | os.PathLike, *, resume: bool = False,
+                 log: Callable[[str], None] = print):
+        self.cfg, self.run_dir, self.log = cfg, Path(run_dir), log
+        self.run_name = self.run_dir.name
+        self.state = RunState()
+        if resume:
+            saved = json.loads((self.run_dir / PROGRESS).read_text()) if (self.run_dir / PROGRESS).exists() else {}
+            self.state = RunState(**saved)
+            self.state.session += 1
+        elif (self.run_dir / PROGRESS).exists():
+            raise ConfigError(f"{self.run_dir} already holds a run; continue it with --resume {self.run_dir} "
+                              f"or choose another --run-dir")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(to_yaml(cfg))
+        self.acknowledged: set[str] = set()
+        self.returns: deque[float] = deque(maxlen=10)
+        self.actor_restarts = self.learner_restarts = self.lost_episodes = 0
+        self.server: EmbeddedRedis | None = None
+        self._started_ray = False
+
+    @classmethod
+    def resume(cls, run_dir: str | os.PathLike, overrides: Config | None = None, **kwargs) -> Driver:
+        path = Path(run_dir) / "config.yaml"
+        if not path.exists():
+            raise ConfigError(f"--resume {run_dir}: no config.yaml there; is it a run directory?")
+        return cls(overrides or from_yaml(path.read_text()), run_dir, resume=True, **kwargs)
+
+    # ------------------------------------------------------------ start
+
+    def start(self) -> None:
+        cfg = self.cfg
+        probe = make_env_from_config(cfg.env, cfg.train.seed)  # fails fast on an unknown task or a broken renderer
+        self.spec = probe.spec
+        probe.close()
+        if cfg.replay.url:
+            self.url = cfg.replay.url
+        else:
+            self.server = EmbeddedRedis(self.run_dir).start()
+            self.url = self.server.url
+        self.replay = SequenceReplay(self.url, self.run_name, capacity_steps=cfg.replay.capacity_steps)
+        if not ray.is_initialized():
+            needed = cfg.cluster.actors + 2
+            ray.init(address=cfg.cluster.address or None, include_dashboard=False, log_to_driver=False,
+                     num_cpus=None if cfg.cluster.address else max(os.cpu_count() or 1, needed))
+            self._started_ray = True
+        self.store = WeightStore.remote()
+        config_yaml = to_yaml(cfg)
+        threads = max(1, (os.cpu_count() or 1) // (cfg.cluster.actors + 1))
+        gpu = ray.cluster_resources().get("GPU", 0) > 0
+        self.learner = LearnerWorker.options(num_gpus=cfg.cluster.learner_gpus if gpu else 0).remote(
+            config_yaml, self.spec.action.size, self.spec.action.discrete, str(self.run_dir), self.run_name, self.url,
+            self.store, threads)
+        seeds_left = cfg.train.seed_episodes if self.state.session == 0 else 0
+        shares = [seeds_left // cfg.cluster.actors + (i < seeds_left % cfg.cluster.actors)
+                  for i in range(cfg.cluster.actors)]
+        self.actors = [ActorWorker.options(num_gpus=cfg.cluster.actor_gpus if gpu else 0).remote(
+            config_yaml, i, self.run_name, self.state.session, self.url, self.store, shares[i], threads)
+            for i in range(cfg.cluster.actors)]
+        self.incarnation = [0] * cfg.cluster.actors
+        self.metrics_log = MetricsLog(self.run_dir / "metrics.jsonl")
+        self.log(f"orrery train: run {self.run_name} in {self.run_dir} | {cfg.env.task} | {cfg.cluster.actors} actor(s) x "
+                 f"{cfg.cluster.envs_per_actor} env(s) | budget {cfg.train.budget_env_steps} env steps"
+                 f"{' | resumed at ' + str(self.state.env_steps) if self.state.session else ''}")
+
+    # ------------------------------------------------------------ the loop
+
+    def run(self, on_tick: Callable[[Driver], None] | None = None) -> dict:
+        """Train until the budget is spent, then evaluate; ``on_tick(driver)`` runs about once a second."""
+        self.start()
+        try:
+            self._loop(on_tick)
+            return self._finish()
+        finally:
+            self.shutdown()
+
+    def _loop(self, on_tick) -> None:
+        cfg = self.cfg
+        budget = cfg.train.budget_env_steps
+        progress = Progress(budget)
+        self.train_ref = self.learner.train.remote()
+        inflight = {self._collect(i): i for i in range(len(self.actors))} if self.state.env_steps < budget else {}
+        learner_metrics: dict = {}
+        metrics_ref = None
+        next_eval = self._next_eval()
+        while inflight:
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
+            for ref in ready:
+                index = inflight.pop(ref)
+                try:
+                    self._account(ray.get(ref))
+                except ray.exceptions.RayActorError:  # the actor process died: Ray restarts it
+                    self.actor_restarts += 1
+                    self.lost_episodes += cfg.cluster.envs_per_actor
+                    self.incarnation[index] += 1
+                    self.log(f"actor {index} died; restarting it (incarnation {self.incarnation[index]})")
+                if self.state.env_steps < budget:
+                    inflight[self._collect(index)] = index
+            self._watch_learner()
+            if metrics_ref is not None and ray.wait([metrics_ref], timeout=0)[0]:
+                try:
+                    learner_metrics = ray.get(metrics_ref)
+                except ray.exceptions.RayActorError:
+                    pass
+                metrics_ref = None
+            if metrics_ref is None:
+                metrics_ref = self.learner.metrics.remote()
+            replay = self.replay.stats()
+            self.metrics_log.write(self.state.env_steps, {**learner_metrics, **replay, **self._driver_metrics()})
+            progress.update(env_steps=self.state.env_steps, episodes=self.state.episodes,
+                            recent_return=sum(self.returns) / len(self.returns) if self.returns else None,
+                            updates=int(learner_metrics.get("learner/updates", 0)),
+                            updates_per_s=learner_metrics.get("learner/updates_per_s", 0.0),
+                            replay_steps=int(replay.get("replay/steps", 0)),
+                            version=int(learner_metrics.get("learner/policy_version", 0)))
+            if next_eval and self.state.env_steps >= next_eval:
+                self._evaluate(final=False)
+                next_eval = self._next_eval()
+            if on_tick is not None:
+                on_tick(self)
+        progress.update(env_steps=self.state.env_steps, episodes=self.state.episodes,
+                        recent_return=sum(self.returns) / len(self.returns) if self.returns else None,
+                        updates=int(learner_metrics.get("learner/updates", 0)),
+                        updates_per_s=learner_metrics.get("learner/updates_per_s", 0.0),
+                        replay_steps=int(self.replay.stats().get("replay/steps", 0)),
+                        version=int(learner_metrics.get("learner/policy_version", 0)), force=True)
+        progress.close()
+
+    def _collect(self, index: int):
+        return self.actors[index].collect.remote(self.cfg.cluster.envs_per_actor, self.incarnation[index])
+
+    def _account(self, result: dict) -> None:
+        for episode in result["episodes"]:
+            if episode["stored"]:
+                self.acknowledged.add(episode["id"])
+            self.state.env_steps += episode["env_steps"]
+            self.state.episodes += 1
+            self.returns.append(episode["return"])
+            self.metrics_log.write(self.state.env_steps, {
+                "actor/return": episode["return"], "actor/length": episode["length"],
+                "actor/policy_version": episode["policy_version"], **result["metrics"]},
+                episode=episode["id"], seed=episode["seed"], stored=episode["stored"])
+        tmp = self.run_dir / f".{PROGRESS}.tmp"
+        tmp.write_text(json.dumps(dataclasses.asdict(self.state)))
+        os.replace(tmp, self.run_dir / PROGRESS)
+
+    def _watch_learner(self) -> None:
+        """A learner whose train() ended by dying is restarted by Ray from its checkpoint: call train() again."""
+        if not ray.wait([self.train_ref], timeout=0)[0]:
+            return
+        try:
+            ray.get(self.train_ref)
+        except ray.exceptions.RayActorError:
+            self.learner_restarts += 1
+            self.log("learner died; Ray restarts it from its last checkpoint")
+        # Any other error of train() is a bug, not a fault to ride out: ray.get raised it above.
+        self.train_ref = self.learner.train.remote()
+
+    def _driver_metrics(self) -> dict:
+        return {"driver/episodes": self.state.episodes, "driver/actor_restarts": self.actor_restarts,
+                "driver/learner_restarts": self.learner_restarts, "driver/lost_episodes": self.lost_episodes,
+                "driver/acknowledged_episodes": len(self.acknowledged)}
+
+    def _next_eval(self) -> int:
+        every = self.cfg.train.eval_every_env_steps
+        return (self.state.env_steps // every + 1) * every if every else 0
+
+    # ------------------------------------------------------------ the end
+
+    def _evaluate(self, final: bool) -> dict:
+        if final:
+            state = checkpoint.load(self.run_dir / "checkpoints")
+            if state is None:
+                raise RuntimeError(f"no checkpoint in {self.run_dir / 'checkpoints'} to evaluate")
+            weights, version = state["model"], state["updates"]
+        else:
+            version, (ref,) = ray.get(self.store.newer_than.remote(-2))
+            weights = ray.get(ref)
+        result = evaluate(self.cfg, weights, version, episodes=self.cfg.train.eval_episodes,
+                          seed=10_000 + self.state.session, run=self.run_name)
+        files = write_results(self.run_dir, result, env_steps=self.state.env_steps, bit_depth=self.cfg.env.bit_depth)
+        self.metrics_log.write(self.state.env_steps, {
+            "eval/return_mean": result["return_mean"], "eval/return_std": result["return_std"],
+            "eval/random_return_mean": result["random_return_mean"],
+            "eval/random_return_std": result["random_return_std"], "eval/policy_version": version})
+        self.log(f"eval at {self.state.env_steps} env steps (weights v{version}): return "
+                 f"{result['return_mean']:.1f} ± {result['return_std']:.1f}; random policy "
+                 f"{result['random_return_mean']:.1f} ± {result['random_return_std']:.1f}")
+        return {**{k: v for k, v in result.items() if k not in ("episodes", "model")}, "files": files}
+
+    def _finish(self) -> dict:
+        final = ray.get(self.learner.stop.remote())
+        try:
+            ray.get(self.train_ref, timeout=60)
+        except ray.exceptions.RayError:
+            pass
+        evaluation = self._evaluate(final=True)
+        summary = {"run_dir": str(self.run_dir), "env_steps": self.state.env_steps, "episodes": self.state.episodes,
+                   "updates": int(final.get("learner/updates", 0)), "acknowledged_episodes": len(self.acknowledged),
+                   **self._driver_metrics(), "eval": evaluation}
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        self.log(f"done: {summary['env_steps']} env steps, {summary['episodes']} episodes, {summary['updates']} "
+                 f"updates; eval return {evaluation['return_mean']:.1f} (random {evaluation['random_return_mean']:.1f})")
+        self.log(f"results: {self.run_dir}/ (metrics.jsonl, checkpoints/latest.pt, eval/returns.json, "
+                 f"eval/open_loop.gif, summary.json)")
+        return summary
+
+    def shutdown(self) -> None:
+        for handle in getattr(self, "actors", []) + [getattr(self, "learner", None), getattr(self, "store", None)]:
+            if handle is not None:
+                ray.kill(handle)
+        if getattr(self, "metrics_log", None):
+            self.metrics_log.close()
+        if getattr(self, "replay", None):
+            self.replay.close()
+        if self._started_ray:
+            ray.shutdown()
+        if self.server is not None:
+            self.server.stop()

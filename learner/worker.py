@@ -1,0 +1,112 @@
+"""The Learner's thin Ray wrapper: paces updates against replay, publishes weights, checkpoints.
+
+``train()`` runs until ``stop()``: it waits for ``min_replay_steps``, then takes prefetched
+batches as the samples-per-insert limiter allows (so updates per env step stay at PlaNet's
+ratio whatever the number of actors), publishes weights every ``publish_every`` updates and
+checkpoints every ``checkpoint_every`` updates. After a crash Ray restarts the actor, which
+resumes from the latest checkpoint; the driver then calls ``train()`` again.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import ray
+import torch
+
+from common.config import derive, from_yaml
+from learner import checkpoint
+from learner.learner import Learner
+from replay import Prefetcher, SamplesPerInsert, SequenceReplay
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=4)
+class LearnerWorker:
+    def __init__(self, config_yaml: str, action_size: int, discrete: bool, run_dir: str, run: str,
+                 replay_url: str, weight_store, threads: int = 1):
+        self.cfg = from_yaml(config_yaml)
+        torch.set_num_threads(max(1, threads))
+        device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
+        self.learner = Learner(self.cfg, action_size, discrete=discrete, device=device, seed=self.cfg.train.seed)
+        self.checkpoints = Path(run_dir) / "checkpoints"
+        state = checkpoint.load(self.checkpoints, map_location=device)
+        if state is not None:
+            self.learner.load_state_dict(state)
+        self.restored_updates = self.learner.updates if state is not None else -1
+        self.replay = SequenceReplay(replay_url, run)
+        derived = derive(self.cfg)
+        self.limiter = SamplesPerInsert(derived.samples_per_insert, derived.min_replay_steps,
+                                        self.cfg.replay.samples_per_insert_tolerance, counters=self.replay)
+        self.store = weight_store
+        self._stop = threading.Event()
+        self._idle = threading.Event()  # set while no train() loop runs
+        self._idle.set()
+        self._metrics: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._published = -1
+        self.publish()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def publish(self) -> int:
+        """Put the weights into the object store once and hand the reference to the weight store."""
+        version = self.learner.updates
+        if version != self._published:
+            ref = ray.put(self.learner.weights())
+            ray.get(self.store.publish.remote(version, [ref]))
+            self._published = version
+        return version
+
+    def save_checkpoint(self) -> str:
+        return str(checkpoint.save(self.checkpoints, self.learner.state_dict()))
+
+    def train(self) -> dict[str, float]:
+        """Update until stop(); returns the last metrics. Every update is paced by the limiter."""
+        cfg = self.cfg.train
+        prefetcher = Prefetcher(self.replay, cfg.batch_size, cfg.chunk_length, self.cfg.replay.prefetch_batches,
+                                limiter=self.limiter, seed=self.cfg.train.seed + self.learner.updates).start()
+        started, count = time.perf_counter(), 0
+        self._idle.clear()
+        try:
+            while not self._stop.is_set():
+                try:
+                    batch = prefetcher.get(timeout=0.5)
+                except TimeoutError:  # the limiter holds sampling back: actors have not inserted enough yet
+                    continue
+                metrics = self.learner.update(batch)
+                count += 1
+                updates = self.learner.updates
+                if updates % cfg.publish_every == 0:
+                    self.publish()
+                if updates % cfg.checkpoint_every == 0:
+                    self.save_checkpoint()
+                metrics["learner/updates_per_s"] = count / (time.perf_counter() - started)
+                metrics["learner/restored_updates"] = self.restored_updates
+                metrics["learner/policy_version"] = self._published
+                metrics.update(self.limiter.metrics())
+                metrics.update(prefetcher.metrics())
+                with self._lock:
+                    self._metrics = metrics
+        finally:
+            prefetcher.stop()
+            self._idle.set()
+        return self.metrics()
+
+    def stop(self) -> dict[str, float]:
+        """End train() after the current update; publish and checkpoint the final weights."""
+        self._stop.set()
+        self._idle.wait(timeout=300)  # never read weights while an update writes them
+        self.publish()
+        self.save_checkpoint()
+        return self.metrics()
+
+    def metrics(self) -> dict[str, float]:
+        with self._lock:
+            metrics = dict(self._metrics)
+        metrics.setdefault("learner/updates", self.learner.updates)
+        metrics.setdefault("learner/restored_updates", self.restored_updates)
+        return metrics

@@ -1,0 +1,134 @@
+"""`orrery train` end to end on real local Ray, a real embedded Redis and real dm_control, with faults."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import ray
+
+from cluster.driver import Driver
+from common.config import load_config
+from replay import EmbeddedRedis, SequenceReplay
+
+pytestmark = pytest.mark.slow
+PRESET = "dmc-cartpole-swingup+debug"
+
+
+def orrery(*args, timeout=400):
+    env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"), RAY_DEDUP_LOGS="0")
+    return subprocess.run([sys.executable, "-m", "cluster.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
+def records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def stored_ids(run_dir: Path) -> set[str]:
+    """The episode ids the replay holds, read back from the run's own Redis data."""
+    with EmbeddedRedis(run_dir) as server:
+        replay = SequenceReplay(server.url, run_dir.name)
+        ids = set(replay.episode_ids())
+        replay.close()
+    return ids
+
+
+def acknowledged(run_dir: Path) -> set[str]:
+    return {r["episode"] for r in records(run_dir) if r.get("stored")}
+
+
+def test_train_end_to_end(tmp_path):
+    run_dir = tmp_path / "e2e"
+    result = orrery("train", "--preset", PRESET, "--actors", "2", "--budget-steps", "1000", "--run-dir", str(run_dir))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "results:" in result.stdout and str(run_dir) in result.stdout
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["env_steps"] >= 1000 and summary["updates"] > 0
+    assert stored_ids(run_dir) == acknowledged(run_dir) and len(acknowledged(run_dir)) == summary["episodes"]
+    versions = {r["actor/policy_version"] for r in records(run_dir) if "actor/policy_version" in r}
+    assert len(versions) >= 2, f"actors planned with weight versions {versions}"
+    assert all("env_steps" in r for r in records(run_dir))
+    returns = json.loads((run_dir / "eval" / "returns.json").read_text())
+    assert len(returns["returns"]) == load_config(PRESET).train.eval_episodes
+    assert (run_dir / "eval" / "open_loop.gif").read_bytes()[:6] == b"GIF89a"
+    assert (run_dir / "checkpoints" / "latest.pt").exists()
+    evaluated = orrery("eval", str(run_dir), "--episodes", "1")
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert "return" in evaluated.stdout and "random policy" in evaluated.stdout
+    assert len(json.loads((run_dir / "eval" / "returns.json").read_text())["returns"]) == 1
+
+
+def kill(handle) -> None:
+    os.kill(ray.get(handle.pid.remote()), signal.SIGKILL)
+
+
+def test_a_killed_actor_is_restarted_and_nothing_half_written(tmp_path):
+    run_dir = tmp_path / "actor-fault"
+    cfg = load_config(PRESET, ["cluster.actors=2", "train.budget_env_steps=2000"])
+    killed = []
+
+    def fault(driver):
+        if not killed and driver.state.episodes >= 2:
+            kill(driver.actors[0])
+            killed.append(driver.state.episodes)
+
+    summary = Driver(cfg, run_dir, log=lambda line: None).run(on_tick=fault)
+    assert killed and summary["driver/actor_restarts"] >= 1
+    assert summary["env_steps"] >= 2000
+    assert stored_ids(run_dir) == acknowledged(run_dir)
+    seeds = {r["seed"] for r in records(run_dir) if "seed" in r and r.get("episode", "").split(".")[1] == "a0"}
+    assert len(seeds) >= 2, "the restarted actor plays with a fresh, recorded seed"
+
+
+def test_a_killed_learner_resumes_from_its_checkpoint(tmp_path):
+    run_dir = tmp_path / "learner-fault"
+    cfg = load_config(PRESET, ["cluster.actors=1", "train.budget_env_steps=2400", "train.checkpoint_every=10"])
+    killed = []
+
+    def fault(driver):
+        if not killed and (run_dir / "checkpoints" / "latest.pt").exists():
+            kill(driver.learner)
+            killed.append(True)
+
+    summary = Driver(cfg, run_dir, log=lambda line: None).run(on_tick=fault)
+    assert killed and summary["driver/learner_restarts"] >= 1
+    restored = [r["learner/restored_updates"] for r in records(run_dir) if r.get("learner/restored_updates", -1) > 0]
+    assert restored, "the restarted learner loaded its checkpoint"
+    assert summary["updates"] > restored[0], "the update counter continued from the checkpoint"
+
+
+def test_resume_continues_the_run_and_its_replay(tmp_path):
+    run_dir = tmp_path / "resumable"
+    first = orrery("train", "--preset", PRESET, "--actors", "1", "--budget-steps", "600", "--run-dir", str(run_dir))
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = json.loads((run_dir / "summary.json").read_text())
+    again = orrery("train", "--run-dir", str(run_dir), "--preset", PRESET)
+    assert again.returncode == 2 and "--resume" in again.stderr
+    second = orrery("train", "--resume", str(run_dir), "--budget-steps", "1200")
+    assert second.returncode == 0, second.stderr[-3000:]
+    after = json.loads((run_dir / "summary.json").read_text())
+    assert after["env_steps"] >= 1200 and after["episodes"] > before["episodes"]
+    assert after["updates"] > before["updates"]
+    restored = [r["learner/restored_updates"] for r in records(run_dir) if r.get("learner/restored_updates", -1) >= 0]
+    assert restored and restored[0] >= before["updates"]
+    assert stored_ids(run_dir) == acknowledged(run_dir)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--preset", "dmc-cartpole-swingup+nodebug"], ["unknown preset"]),
+    (["--preset", PRESET, "--set", "train.batch=3"], ["train.batch", "batch_size"]),
+    (["--preset", PRESET, "--redis", "redis://:pw@127.0.0.1:1/0"], ["127.0.0.1:1"]),
+    (["--preset", PRESET, "--budget-steps", "0"], ["train.budget_env_steps", "> 0"]),
+])
+def test_bad_input_exits_2_with_one_line(tmp_path, args, words):
+    result = orrery("train", *args, "--run-dir", str(tmp_path / "bad"), timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.strip().splitlines() if line.startswith("orrery")]
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0]
+    assert "pw" not in result.stderr
