@@ -21,7 +21,6 @@ row order of :meth:`State.repeat`.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Sequence
 
 import torch

@@ -105,7 +105,7 @@ def cmd_presets(args) -> int:
     for name in names:
         cfg = config_lib.load_config(name)
         print(f"{name:<{width}}  {config_lib.summary(cfg)}")
-    print(f"\nStack with '+', e.g. --preset dmc-cheetah-run+debug; override with --set section.key=value.")
+    print("\nStack with '+', e.g. --preset dmc-cheetah-run+debug; override with --set section.key=value.")
     return 0
 
 

@@ -1,6 +1,6 @@
 """The run driver: starts replay, learner, weight store and actors on Ray, watches the budget, shuts down.
 
-    driver = Driver(cfg, run_dir)          # or Driver.resume(run_dir)
+    driver = Driver(cfg, run_dir)          # resume=True continues a run from its checkpoint and replay
     summary = driver.run()                 # blocks until the env-step budget is spent, then evaluates
 
 Local runs start Ray and an embedded Redis themselves; with ``cluster.address`` and
@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 from collections import deque
 from pathlib import Path
 from typing import Callable
@@ -24,7 +23,7 @@ from actors.evaluator import evaluate, write_results
 from actors.worker import ActorWorker
 from cluster.runlog import MetricsLog, Progress
 from cluster.weight_store import WeightStore
-from common.config import Config, ConfigError, derive, from_yaml, to_yaml
+from common.config import Config, ConfigError, to_yaml
 from common.envs import make_env_from_config
 from learner import checkpoint
 from learner.worker import LearnerWorker
@@ -62,13 +61,6 @@ class Driver:
         self.actor_restarts = self.learner_restarts = self.lost_episodes = 0
         self.server: EmbeddedRedis | None = None
         self._started_ray = False
-
-    @classmethod
-    def resume(cls, run_dir: str | os.PathLike, overrides: Config | None = None, **kwargs) -> Driver:
-        path = Path(run_dir) / "config.yaml"
-        if not path.exists():
-            raise ConfigError(f"--resume {run_dir}: no config.yaml there; is it a run directory?")
-        return cls(overrides or from_yaml(path.read_text()), run_dir, resume=True, **kwargs)
 
     # ------------------------------------------------------------ start
 
@@ -151,24 +143,22 @@ class Driver:
                 metrics_ref = self.learner.metrics.remote()
             replay = self.replay.stats()
             self.metrics_log.write(self.state.env_steps, {**learner_metrics, **replay, **self._driver_metrics()})
-            progress.update(env_steps=self.state.env_steps, episodes=self.state.episodes,
-                            recent_return=sum(self.returns) / len(self.returns) if self.returns else None,
-                            updates=int(learner_metrics.get("learner/updates", 0)),
-                            updates_per_s=learner_metrics.get("learner/updates_per_s", 0.0),
-                            replay_steps=int(replay.get("replay/steps", 0)),
-                            version=int(learner_metrics.get("learner/policy_version", 0)))
+            self._show(progress, learner_metrics, replay)
             if next_eval and self.state.env_steps >= next_eval:
                 self._evaluate(final=False)
                 next_eval = self._next_eval()
             if on_tick is not None:
                 on_tick(self)
+        self._show(progress, learner_metrics, self.replay.stats(), force=True)
+        progress.close()
+
+    def _show(self, progress: Progress, learner: dict, replay: dict, force: bool = False) -> None:
         progress.update(env_steps=self.state.env_steps, episodes=self.state.episodes,
                         recent_return=sum(self.returns) / len(self.returns) if self.returns else None,
-                        updates=int(learner_metrics.get("learner/updates", 0)),
-                        updates_per_s=learner_metrics.get("learner/updates_per_s", 0.0),
-                        replay_steps=int(self.replay.stats().get("replay/steps", 0)),
-                        version=int(learner_metrics.get("learner/policy_version", 0)), force=True)
-        progress.close()
+                        updates=int(learner.get("learner/updates", 0)),
+                        updates_per_s=learner.get("learner/updates_per_s", 0.0),
+                        replay_steps=int(replay.get("replay/steps", 0)),
+                        version=int(learner.get("learner/policy_version", 0)), force=force)
 
     def _collect(self, index: int):
         return self.actors[index].collect.remote(self.cfg.cluster.envs_per_actor, self.incarnation[index])

@@ -1,7 +1,6 @@
 """The plain Actor with real environments: batched planning over several envs, seed episodes, weights."""
 
 import numpy as np
-import pytest
 import torch
 
 from actors.actor import Actor

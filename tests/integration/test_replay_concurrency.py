@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from replay import Prefetcher, SamplesPerInsert, SequenceReplay
-from tests.integration.replay_support import check_batch, make_episode, redis_server  # noqa: F401 (fixture)
+from tests.integration.replay_support import check_batch, make_episode
 
 WRITERS, PER_WRITER, CAPACITY = 4, 25, 300
 

@@ -15,7 +15,7 @@ from replay import (
 )
 from replay.server import RAY_REDIS_PORT, Address, redact
 from replay.wire import RespConnection
-from tests.integration.replay_support import check_batch, make_episode, redis_server  # noqa: F401 (fixture)
+from tests.integration.replay_support import check_batch, make_episode
 
 
 def test_embedded_server_is_private_and_persistent(redis_server):

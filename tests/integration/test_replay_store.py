@@ -9,9 +9,7 @@ import pytest
 
 from common.episode import EpisodeError, encode
 from replay import Prefetcher, ReplayEmptyError, ReplayError, SequenceReplay
-from tests.integration.replay_support import (
-    check_batch, expected_chunk, make_episode, new_replay, redis_server, run_name,  # noqa: F401 (fixtures)
-)
+from tests.integration.replay_support import check_batch, expected_chunk, make_episode, new_replay
 
 
 def fill(replay: SequenceReplay, run: str, lengths) -> dict[int, object]:
