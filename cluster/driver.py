@@ -107,6 +107,13 @@ class Driver:
         try:
             self._loop(on_tick)
             return self._finish()
+        except KeyboardInterrupt:
+            self.log("interrupted: saving the learner's final checkpoint (Ctrl-C again to abandon it)")
+            try:
+                ray.get(self.learner.stop.remote(), timeout=300)
+            except ray.exceptions.RayError as error:
+                self.log(f"no final checkpoint ({error.__class__.__name__}); the last periodic one stays")
+            raise
         finally:
             self.shutdown()
 

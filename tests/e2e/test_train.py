@@ -132,3 +132,32 @@ def test_bad_input_exits_2_with_one_line(tmp_path, args, words):
     for word in words:
         assert word in lines[0]
     assert "pw" not in result.stderr
+
+
+def test_ctrl_c_stops_cleanly_with_a_final_checkpoint(tmp_path):
+    import time
+
+    import torch
+
+    run_dir = tmp_path / "interrupted"
+    env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
+    process = subprocess.Popen([sys.executable, "-m", "cluster.cli", "train", "--preset", PRESET, "--actors", "1",
+                                "--budget-steps", "1000000", "--run-dir", str(run_dir), "--set",
+                                "train.checkpoint_every=1000000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # until the learner is training
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines() if (run_dir / "metrics.jsonl").exists() else []
+        if any(json.loads(line).get("learner/updates", 0) >= 3 for line in lines):
+            break
+        time.sleep(1)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 130, err[-3000:]
+    assert "--resume" in err
+    state = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
+    assert state["updates"] >= 3, "the final checkpoint holds the updates made before Ctrl-C"
+    port = int((run_dir / "redis" / "port").read_text())
+    import socket
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0, "the embedded Redis was stopped"
