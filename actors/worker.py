@@ -18,6 +18,7 @@ import torch
 from actors.actor import Actor
 from common.config import derive, from_yaml
 from common.episode import Episode
+from common.names import weight_store_name
 from learner.learner import resolve_precision
 from replay import LimiterTimeout, ReplayConnectionError, SamplesPerInsert, SequenceReplay
 
@@ -30,12 +31,12 @@ def actor_seed(train_seed: int, session: int, index: int, incarnation: int) -> i
 
 @ray.remote(max_restarts=-1, max_task_retries=0)
 class ActorWorker:
-    def __init__(self, config_yaml: str, index: int, run: str, session: int, replay_url: str, weight_store,
+    def __init__(self, config_yaml: str, index: int, run: str, session: int, replay_url: str,
                  seed_episodes: int, threads: int = 1, redis_wait_s: float = 120.0):
         self.cfg = from_yaml(config_yaml)
         torch.set_num_threads(max(1, threads))
         self.index, self.run, self.session = index, run, session
-        self.replay_url, self.store = replay_url, weight_store
+        self.replay_url, self.store = replay_url, ray.get_actor(weight_store_name(run))
         self.seed_episodes = seed_episodes
         self.redis_wait_s = redis_wait_s
         self.replay = SequenceReplay(replay_url, run)

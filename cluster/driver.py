@@ -25,6 +25,7 @@ from cluster.runlog import MetricsLog, Progress
 from cluster.weight_store import WeightStore
 from common.config import Config, ConfigError, to_yaml
 from common.envs import make_env_from_config
+from common.names import weight_store_name
 from learner import checkpoint
 from learner.worker import LearnerWorker
 from replay import EmbeddedRedis, SequenceReplay
@@ -80,18 +81,18 @@ class Driver:
             ray.init(address=cfg.cluster.address or None, include_dashboard=False, log_to_driver=False,
                      num_cpus=None if cfg.cluster.address else max(os.cpu_count() or 1, needed))
             self._started_ray = True
-        self.store = WeightStore.remote()
+        self.store = WeightStore.options(name=weight_store_name(self.run_name)).remote()
         config_yaml = to_yaml(cfg)
         threads = max(1, (os.cpu_count() or 1) // (cfg.cluster.actors + 1))
         gpu = ray.cluster_resources().get("GPU", 0) > 0
         self.learner = LearnerWorker.options(num_gpus=cfg.cluster.learner_gpus if gpu else 0).remote(
             config_yaml, self.spec.action.size, self.spec.action.discrete, str(self.run_dir), self.run_name, self.url,
-            self.store, threads)
+            threads)
         seeds_left = cfg.train.seed_episodes if self.state.session == 0 else 0
         shares = [seeds_left // cfg.cluster.actors + (i < seeds_left % cfg.cluster.actors)
                   for i in range(cfg.cluster.actors)]
         self.actors = [ActorWorker.options(num_gpus=cfg.cluster.actor_gpus if gpu else 0).remote(
-            config_yaml, i, self.run_name, self.state.session, self.url, self.store, shares[i], threads)
+            config_yaml, i, self.run_name, self.state.session, self.url, shares[i], threads)
             for i in range(cfg.cluster.actors)]
         self.incarnation = [0] * cfg.cluster.actors
         self.metrics_log = MetricsLog(self.run_dir / "metrics.jsonl")

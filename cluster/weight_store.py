@@ -1,4 +1,4 @@
-"""The weight store: a small named Ray actor holding the latest (version, ObjectRef) of the model weights.
+"""The weight store: a small named Ray actor (``common.names.weight_store_name(run)``) holding the latest (version, ObjectRef) of the model weights.
 
 The learner puts the weights into the object store once per publication and hands the store
 only the reference; actors ask for a version newer than theirs and fetch the weights from the

@@ -18,6 +18,7 @@ import ray
 import torch
 
 from common.config import derive, from_yaml
+from common.names import weight_store_name
 from learner import checkpoint
 from learner.learner import Learner
 from replay import Prefetcher, SamplesPerInsert, SequenceReplay
@@ -26,7 +27,7 @@ from replay import Prefetcher, SamplesPerInsert, SequenceReplay
 @ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=4)
 class LearnerWorker:
     def __init__(self, config_yaml: str, action_size: int, discrete: bool, run_dir: str, run: str,
-                 replay_url: str, weight_store, threads: int = 1):
+                 replay_url: str, threads: int = 1):
         self.cfg = from_yaml(config_yaml)
         torch.set_num_threads(max(1, threads))
         device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
@@ -40,7 +41,7 @@ class LearnerWorker:
         derived = derive(self.cfg)
         self.limiter = SamplesPerInsert(derived.samples_per_insert, derived.min_replay_steps,
                                         self.cfg.replay.samples_per_insert_tolerance, counters=self.replay)
-        self.store = weight_store
+        self.store = ray.get_actor(weight_store_name(run))
         self._stop = threading.Event()
         self._idle = threading.Event()  # set while no train() loop runs
         self._idle.set()
