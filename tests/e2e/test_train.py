@@ -134,7 +134,8 @@ def test_bad_input_exits_2_with_one_line(tmp_path, args, words):
     assert "pw" not in result.stderr
 
 
-def test_ctrl_c_stops_cleanly_with_a_final_checkpoint(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_stops_cleanly_with_a_final_checkpoint(tmp_path, stop):
     import time
 
     import torch
@@ -151,7 +152,7 @@ def test_ctrl_c_stops_cleanly_with_a_final_checkpoint(tmp_path):
         if any(json.loads(line).get("learner/updates", 0) >= 3 for line in lines):
             break
         time.sleep(1)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)
     out, err = process.communicate(timeout=300)
     assert process.returncode == 130, err[-3000:]
     assert "--resume" in err
