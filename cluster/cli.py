@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -216,8 +215,6 @@ def cmd_train(args) -> int:
         cfg = config_lib.load_config(args.preset, overrides)
         run_dir = args.run_dir or Path("runs") / f"{args.preset.replace('+', '-')}-{time.strftime('%Y%m%d-%H%M%S')}"
         driver = Driver(cfg, run_dir)
-    # SIGTERM (a scheduler, `ray job stop`, kill) stops the run as cleanly as Ctrl-C.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         driver.run()
     except KeyboardInterrupt:

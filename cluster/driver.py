@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
+import threading
 from collections import deque
 from pathlib import Path
 from typing import Callable
@@ -81,6 +83,10 @@ class Driver:
             ray.init(address=cfg.cluster.address or None, include_dashboard=False, log_to_driver=False,
                      num_cpus=None if cfg.cluster.address else max(os.cpu_count() or 1, needed))
             self._started_ray = True
+        if threading.current_thread() is threading.main_thread():
+            # SIGTERM (a scheduler, `ray job stop`, kill) stops the run as cleanly as Ctrl-C; set after
+            # ray.init, which installs a handler of its own that would exit without a checkpoint.
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
         self.store = WeightStore.options(name=weight_store_name(self.run_name)).remote()
         config_yaml = to_yaml(cfg)
         threads = max(1, (os.cpu_count() or 1) // (cfg.cluster.actors + 1))
