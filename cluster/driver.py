@@ -110,16 +110,17 @@ class Driver:
 
     def run(self, on_tick: Callable[[Driver], None] | None = None) -> dict:
         """Train until the budget is spent, then evaluate; ``on_tick(driver)`` runs about once a second."""
-        self.start()
         try:
+            self.start()  # inside the try: whatever it started is stopped again if it fails half-way
             self._loop(on_tick)
             return self._finish()
         except KeyboardInterrupt:
-            self.log("interrupted: saving the learner's final checkpoint (Ctrl-C again to abandon it)")
-            try:
-                ray.get(self.learner.stop.remote(), timeout=300)
-            except ray.exceptions.RayError as error:
-                self.log(f"no final checkpoint ({error.__class__.__name__}); the last periodic one stays")
+            if getattr(self, "learner", None) is not None:
+                self.log("interrupted: saving the learner's final checkpoint (Ctrl-C again to abandon it)")
+                try:
+                    ray.get(self.learner.stop.remote(), timeout=300)
+                except ray.exceptions.RayError as error:
+                    self.log(f"no final checkpoint ({error.__class__.__name__}); the last periodic one stays")
             raise
         finally:
             self.shutdown()
