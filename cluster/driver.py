@@ -46,8 +46,9 @@ class RunState:
 
 class Driver:
     def __init__(self, cfg: Config, run_dir: str | os.PathLike, *, resume: bool = False,
-                 log: Callable[[str], None] = print):
-        self.cfg, self.run_dir, self.log = cfg, Path(run_dir), log
+                 log: Callable[[str], None] = print, show_progress: bool = True):
+        """``log`` receives the driver's messages; ``show_progress`` prints the status line to stdout."""
+        self.cfg, self.run_dir, self.log, self.show_progress = cfg, Path(run_dir), log, show_progress
         self.run_name = self.run_dir.name
         self.state = RunState()
         if resume:
@@ -128,7 +129,7 @@ class Driver:
     def _loop(self, on_tick) -> None:
         cfg = self.cfg
         budget = cfg.train.budget_env_steps
-        progress = Progress(budget)
+        progress = Progress(budget, enabled=self.show_progress)
         self.train_ref = self.learner.train.remote()
         inflight = {self._collect(i): i for i in range(len(self.actors))} if self.state.env_steps < budget else {}
         learner_metrics: dict = {}

@@ -30,8 +30,8 @@ class MetricsLog:
 class Progress:
     """One status line: env steps against the budget, episodes, recent return, updates, replay size."""
 
-    def __init__(self, budget: int, every_s: float = 5.0, stream=None):
-        self.budget, self.every_s = budget, every_s
+    def __init__(self, budget: int, every_s: float = 5.0, stream=None, enabled: bool = True):
+        self.budget, self.every_s, self.enabled = budget, every_s, enabled
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
         self.start = self.last = time.monotonic()
@@ -39,7 +39,7 @@ class Progress:
     def update(self, *, env_steps: int, episodes: int, recent_return: float | None, updates: int,
                updates_per_s: float, replay_steps: int, version: int, force: bool = False) -> None:
         now = time.monotonic()
-        if not force and now - self.last < (0.5 if self.tty else self.every_s):
+        if not self.enabled or (not force and now - self.last < (0.5 if self.tty else self.every_s)):
             return
         self.last = now
         elapsed = int(now - self.start)
@@ -53,5 +53,5 @@ class Progress:
               flush=True)
 
     def close(self) -> None:
-        if self.tty:
+        if self.tty and self.enabled:
             print(file=self.stream)

@@ -29,7 +29,7 @@ def measure(preset: str, actors: int, budget: int) -> dict:
         marks["last"], marks["last_steps"] = time.perf_counter(), driver.state.env_steps
 
     with tempfile.TemporaryDirectory() as tmp:
-        driver = Driver(cfg, os.path.join(tmp, f"bench-{actors}"), log=lambda line: None)
+        driver = Driver(cfg, os.path.join(tmp, f"bench-{actors}"), log=lambda line: None, show_progress=False)
         updates: list[tuple[float, int]] = []
 
         def on_tick(d: Driver) -> None:
