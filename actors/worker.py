@@ -16,7 +16,7 @@ import ray
 import torch
 
 from actors.actor import Actor
-from common.config import derive, from_yaml
+from common.config import from_yaml
 from common.episode import Episode
 from common.names import weight_store_name
 from learner.learner import resolve_precision
@@ -40,9 +40,7 @@ class ActorWorker:
         self.seed_episodes = seed_episodes
         self.redis_wait_s = redis_wait_s
         self.replay = SequenceReplay(replay_url, run)
-        derived = derive(self.cfg)
-        self.limiter = SamplesPerInsert(derived.samples_per_insert, derived.min_replay_steps,
-                                        self.cfg.replay.samples_per_insert_tolerance, counters=self.replay)
+        self.limiter = SamplesPerInsert.for_run(self.cfg, counters=self.replay)
         self.insert_wait_s = 0.0
         self.actor: Actor | None = None
         self.incarnation = -1

@@ -17,7 +17,7 @@ from pathlib import Path
 import ray
 import torch
 
-from common.config import derive, from_yaml
+from common.config import from_yaml
 from common.names import weight_store_name
 from learner import checkpoint
 from learner.learner import Learner
@@ -38,9 +38,7 @@ class LearnerWorker:
             self.learner.load_state_dict(state)
         self.restored_updates = self.learner.updates if state is not None else -1
         self.replay = SequenceReplay(replay_url, run)
-        derived = derive(self.cfg)
-        self.limiter = SamplesPerInsert(derived.samples_per_insert, derived.min_replay_steps,
-                                        self.cfg.replay.samples_per_insert_tolerance, counters=self.replay)
+        self.limiter = SamplesPerInsert.for_run(self.cfg, counters=self.replay)
         self.store = ray.get_actor(weight_store_name(run))
         self._stop = threading.Event()
         self._idle = threading.Event()  # set while no train() loop runs

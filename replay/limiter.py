@@ -78,6 +78,15 @@ class SamplesPerInsert:
         self._wait_s = {"insert": 0.0, "sample": 0.0}
         self._lock = threading.Lock()
 
+    @classmethod
+    def for_run(cls, cfg, counters: Counters | None = None) -> SamplesPerInsert:
+        """The limiter of a run: PlaNet's updates per collected episode as a ratio (``common.config.derive``)."""
+        from common.config import derive
+
+        derived = derive(cfg)
+        return cls(derived.samples_per_insert, derived.min_replay_steps, cfg.replay.samples_per_insert_tolerance,
+                   counters=counters)
+
     # ------------------------------------------------------------ the rule (pure)
 
     def error(self, inserted: int, sampled: int) -> float:

@@ -103,3 +103,12 @@ def test_bad_settings():
         settings = {"ratio": 1.0, "min_size": 0, "tolerance": 0.1, **kwargs}
         with pytest.raises(ValueError):
             SamplesPerInsert(**settings)
+
+
+def test_limiter_of_a_run_uses_the_derived_ratio():
+    from common.config import derive, load_config
+
+    cfg = load_config("dmc-cheetah-run")
+    limiter = SamplesPerInsert.for_run(cfg)
+    assert limiter.ratio == derive(cfg).samples_per_insert == 100 / 250 * 50 * 50
+    assert limiter.min_size == derive(cfg).min_replay_steps and limiter.tolerance == cfg.replay.samples_per_insert_tolerance
