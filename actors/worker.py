@@ -20,7 +20,7 @@ from common.config import from_yaml
 from common.episode import Episode
 from common.names import weight_store_name
 from learner.learner import resolve_precision
-from replay import LimiterTimeout, ReplayConnectionError, SamplesPerInsert, SequenceReplay
+from replay import REDIS_DOWN, LimiterTimeout, ReplayConnectionError, SamplesPerInsert, SequenceReplay
 
 
 
@@ -92,8 +92,8 @@ class ActorWorker:
             self.insert_wait_s += self.limiter.wait_insert(timeout=timeout)
         except LimiterTimeout:
             self.insert_wait_s += timeout
-        except ReplayConnectionError:
-            pass  # _write waits for Redis to come back
+        except REDIS_DOWN:
+            pass  # Redis is restarting; _write waits for it to come back
 
     def _refresh_weights(self) -> None:
         """Adopt a newer published version, if any (between episodes)."""
@@ -119,7 +119,8 @@ class ActorWorker:
                 self.replay.close()
                 try:
                     self.replay = SequenceReplay(self.replay_url, self.run)
-                except ReplayConnectionError:
+                    self.limiter = SamplesPerInsert.for_run(self.cfg, counters=self.replay)
+                except REDIS_DOWN:
                     pass
 
     def _report(self, episode: Episode) -> dict:

@@ -30,7 +30,7 @@ from common.envs import make_env_from_config
 from common.names import weight_store_name
 from learner import checkpoint
 from learner.worker import LearnerWorker
-from replay import EmbeddedRedis, SequenceReplay
+from replay import REDIS_DOWN, EmbeddedRedis, SequenceReplay
 
 PROGRESS = "progress.json"
 
@@ -62,7 +62,7 @@ class Driver:
         (self.run_dir / "config.yaml").write_text(to_yaml(cfg))
         self.acknowledged: set[str] = set()
         self.returns: deque[float] = deque(maxlen=10)
-        self.actor_restarts = self.learner_restarts = self.lost_episodes = 0
+        self.actor_restarts = self.learner_restarts = self.lost_episodes = self.redis_restarts = 0
         self.server: EmbeddedRedis | None = None
         self._started_ray = False
 
@@ -157,7 +157,7 @@ class Driver:
                 metrics_ref = None
             if metrics_ref is None:
                 metrics_ref = self.learner.metrics.remote()
-            replay = self.replay.stats()
+            replay = self._replay_stats()
             self.metrics_log.write(self.state.env_steps, {**learner_metrics, **replay, **self._driver_metrics()})
             self._show(progress, learner_metrics, replay)
             if next_eval and self.state.env_steps >= next_eval:
@@ -165,7 +165,7 @@ class Driver:
                 next_eval = self._next_eval()
             if on_tick is not None:
                 on_tick(self)
-        self._show(progress, learner_metrics, self.replay.stats(), force=True)
+        self._show(progress, learner_metrics, self._replay_stats(), force=True)
         progress.close()
 
     def _show(self, progress: Progress, learner: dict, replay: dict, force: bool = False) -> None:
@@ -175,6 +175,22 @@ class Driver:
                         updates_per_s=learner.get("learner/updates_per_s", 0.0),
                         replay_steps=int(replay.get("replay/steps", 0)),
                         version=int(learner.get("learner/policy_version", 0)), force=force)
+
+    def _replay_stats(self) -> dict:
+        """replay/* metrics; while Redis is down, restart the embedded one and report nothing this tick."""
+        if self.server is not None and not self.server.running:
+            self.redis_restarts += 1
+            self.log("the embedded Redis stopped; restarting it on the same data (AOF)")
+            self.server.start()
+        try:
+            return self.replay.stats()
+        except REDIS_DOWN:
+            try:
+                self.replay.close()
+                self.replay = SequenceReplay(self.url, self.run_name)
+            except REDIS_DOWN:
+                pass  # an external Redis that is still restarting: try again next tick
+            return {}
 
     def _collect(self, index: int):
         return self.actors[index].collect.remote(self.cfg.cluster.envs_per_actor, self.incarnation[index])
@@ -209,6 +225,7 @@ class Driver:
     def _driver_metrics(self) -> dict:
         return {"driver/episodes": self.state.episodes, "driver/actor_restarts": self.actor_restarts,
                 "driver/learner_restarts": self.learner_restarts, "driver/lost_episodes": self.lost_episodes,
+                "driver/redis_restarts": self.redis_restarts,
                 "driver/acknowledged_episodes": len(self.acknowledged)}
 
     def _next_eval(self) -> int:

@@ -21,7 +21,7 @@ from common.config import from_yaml
 from common.names import weight_store_name
 from learner import checkpoint
 from learner.learner import Learner
-from replay import Prefetcher, SamplesPerInsert, SequenceReplay
+from replay import REDIS_DOWN, Prefetcher, SamplesPerInsert, SequenceReplay
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=4)
@@ -37,6 +37,7 @@ class LearnerWorker:
         if state is not None:
             self.learner.load_state_dict(state)
         self.restored_updates = self.learner.updates if state is not None else -1
+        self.replay_url, self.run, self.reconnects = replay_url, run, 0
         self.replay = SequenceReplay(replay_url, run)
         self.limiter = SamplesPerInsert.for_run(self.cfg, counters=self.replay)
         self.store = ray.get_actor(weight_store_name(run))
@@ -66,34 +67,57 @@ class LearnerWorker:
     def train(self) -> dict[str, float]:
         """Update until stop(); returns the last metrics. Every update is paced by the limiter."""
         cfg = self.cfg.train
-        prefetcher = Prefetcher(self.replay, cfg.batch_size, cfg.chunk_length, self.cfg.replay.prefetch_batches,
-                                limiter=self.limiter, seed=self.cfg.train.seed + self.learner.updates).start()
+        prefetcher = None
         started, count = time.perf_counter(), 0
         self._idle.clear()
         try:
             while not self._stop.is_set():
                 try:
-                    batch = prefetcher.get(timeout=0.5)
-                except TimeoutError:  # the limiter holds sampling back: actors have not inserted enough yet
-                    continue
-                metrics = self.learner.update(batch)
-                count += 1
-                updates = self.learner.updates
-                if updates % cfg.publish_every == 0:
-                    self.publish()
-                if updates % cfg.checkpoint_every == 0:
-                    self.save_checkpoint()
-                metrics["learner/updates_per_s"] = count / (time.perf_counter() - started)
-                metrics["learner/restored_updates"] = self.restored_updates
-                metrics["learner/policy_version"] = self._published
-                metrics.update(self.limiter.metrics())
-                metrics.update(prefetcher.metrics())
-                with self._lock:
-                    self._metrics = metrics
+                    if prefetcher is None:
+                        prefetcher = Prefetcher(self.replay, cfg.batch_size, cfg.chunk_length,
+                                                self.cfg.replay.prefetch_batches, limiter=self.limiter,
+                                                seed=self.cfg.train.seed + self.learner.updates).start()
+                    try:
+                        batch = prefetcher.get(timeout=0.5)
+                    except TimeoutError:  # the limiter holds sampling back: actors have not inserted enough yet
+                        continue
+                    metrics = self.learner.update(batch)
+                    count += 1
+                    updates = self.learner.updates
+                    if updates % cfg.publish_every == 0:
+                        self.publish()
+                    if updates % cfg.checkpoint_every == 0:
+                        self.save_checkpoint()
+                    metrics["learner/updates_per_s"] = count / (time.perf_counter() - started)
+                    metrics["learner/restored_updates"] = self.restored_updates
+                    metrics["learner/policy_version"] = self._published
+                    metrics["learner/replay_reconnects"] = self.reconnects
+                    metrics.update(self.limiter.metrics())
+                    metrics.update(prefetcher.metrics())
+                    with self._lock:
+                        self._metrics = metrics
+                except REDIS_DOWN:  # Redis restarts: wait for it, reconnect, sample again
+                    if prefetcher is not None:
+                        prefetcher.stop()
+                    prefetcher = None
+                    self._reconnect()
         finally:
-            prefetcher.stop()
+            if prefetcher is not None:
+                prefetcher.stop()
             self._idle.set()
         return self.metrics()
+
+    def _reconnect(self) -> None:
+        """Wait until the replay's Redis answers again (or stop()), then use a fresh client and limiter."""
+        while not self._stop.is_set():
+            try:
+                self.replay.close()
+                self.replay = SequenceReplay(self.replay_url, self.run)
+                self.limiter = SamplesPerInsert.for_run(self.cfg, counters=self.replay)
+                self.reconnects += 1
+                return
+            except REDIS_DOWN:
+                time.sleep(1.0)
 
     def stop(self) -> dict[str, float]:
         """End train() after the current update; publish and checkpoint the final weights."""

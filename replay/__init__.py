@@ -7,7 +7,7 @@
 """
 
 from replay.errors import (
-    LimiterTimeout, ReplayAuthError, ReplayConnectionError, ReplayEmptyError, ReplayError, ServerNotFoundError,
+    REDIS_DOWN, LimiterTimeout, ReplayAuthError, ReplayConnectionError, ReplayEmptyError, ReplayError, ServerNotFoundError,
 )
 from replay.limiter import LocalCounters, SamplesPerInsert
 from replay.prefetch import Prefetcher
@@ -15,7 +15,7 @@ from replay.server import Address, EmbeddedRedis, connect
 from replay.store import SequenceReplay
 
 __all__ = [
-    "Address", "EmbeddedRedis", "LimiterTimeout", "LocalCounters", "Prefetcher", "ReplayAuthError",
+    "REDIS_DOWN", "Address", "EmbeddedRedis", "LimiterTimeout", "LocalCounters", "Prefetcher", "ReplayAuthError",
     "ReplayConnectionError", "ReplayEmptyError", "ReplayError", "SamplesPerInsert", "SequenceReplay",
     "ServerNotFoundError", "connect",
 ]

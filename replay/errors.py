@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import redis
+
 
 class ReplayError(RuntimeError):
     """The replay cannot do what was asked (bad state, bad setting, corrupt data)."""
@@ -25,3 +27,8 @@ class ReplayEmptyError(ReplayError):
 
 class LimiterTimeout(ReplayError, TimeoutError):
     """A samples-per-insert wait ran out of time: the other side is not keeping up (or stopped)."""
+
+
+REDIS_DOWN = (ConnectionError, redis.ConnectionError, redis.TimeoutError)
+"""What a restarting Redis raises: ReplayConnectionError from the replay's own calls, redis-py's errors from
+raw counter reads. Catch it to wait and reconnect."""

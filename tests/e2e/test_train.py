@@ -163,3 +163,19 @@ def test_ctrl_c_or_sigterm_stops_cleanly_with_a_final_checkpoint(tmp_path, stop)
     import socket
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0, "the embedded Redis was stopped"
+
+
+def test_a_redis_restart_is_waited_for_and_reconnected(tmp_path):
+    run_dir = tmp_path / "redis-fault"
+    cfg = load_config(PRESET, ["cluster.actors=1", "train.budget_env_steps=2400"])
+    killed = []
+
+    def fault(driver):
+        if not killed and driver.state.episodes >= 3:
+            driver.server.kill()  # SIGKILL, as a crash would; acknowledged episodes are in the AOF
+            killed.append(driver.state.episodes)
+
+    summary = Driver(cfg, run_dir, log=lambda line: None).run(on_tick=fault)
+    assert killed and summary["driver/redis_restarts"] == 1
+    assert summary["env_steps"] >= 2400 and summary["updates"] > 0
+    assert stored_ids(run_dir) == acknowledged(run_dir), "no acknowledged episode was lost, none stored twice"
