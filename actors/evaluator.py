@@ -40,6 +40,12 @@ def evaluate(cfg: Config, weights: Mapping[str, torch.Tensor], version: int, *, 
             "episodes": planned, "model": actor.model}
 
 
+def describe(result: dict) -> str:
+    """'return 153.0 ± 1.3; random policy 127.4 ± 44.5': planner against random, as users read it."""
+    return (f"return {result['return_mean']:.1f} ± {result['return_std']:.1f}; random policy "
+            f"{result['random_return_mean']:.1f} ± {result['random_return_std']:.1f}")
+
+
 def write_results(run_dir: Path, result: dict, *, env_steps: int, bit_depth: int, context: int = 5,
                   horizon: int = 50) -> dict[str, str]:
     """returns.json, and the open-loop prediction of the first evaluation episode as GIF and PNG."""

@@ -36,7 +36,7 @@ class ActorWorker:
         self.cfg = from_yaml(config_yaml)
         torch.set_num_threads(max(1, threads))
         self.index, self.run, self.session = index, run, session
-        self.replay_url, self.store = replay_url, ray.get_actor(weight_store_name(run))
+        self.store = ray.get_actor(weight_store_name(run))
         self.seed_episodes = seed_episodes
         self.redis_wait_s = redis_wait_s
         self.replay = SequenceReplay(replay_url, run)
@@ -115,13 +115,7 @@ class ActorWorker:
             except ReplayConnectionError:
                 if time.monotonic() > deadline:
                     raise
-                time.sleep(1.0)
-                self.replay.close()
-                try:
-                    self.replay = SequenceReplay(self.replay_url, self.run)
-                    self.limiter = SamplesPerInsert.for_run(self.cfg, counters=self.replay)
-                except REDIS_DOWN:
-                    pass
+                time.sleep(1.0)  # the replay's client reconnects by itself once Redis is back
 
     def _report(self, episode: Episode) -> dict:
         info = episode.info

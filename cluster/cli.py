@@ -199,10 +199,8 @@ def cmd_train(args) -> int:
 
     overrides = list(args.overrides)
     for flag, key in ((args.actors, "cluster.actors"), (args.envs_per_actor, "cluster.envs_per_actor"),
-                      (args.budget_steps, "train.budget_env_steps"), (args.seed, "train.seed")):
-        if flag is not None:
-            overrides.append(f"{key}={flag}")
-    for flag, key in ((args.address, "cluster.address"), (args.redis, "replay.url")):
+                      (args.budget_steps, "train.budget_env_steps"), (args.seed, "train.seed"),
+                      (args.address, "cluster.address"), (args.redis, "replay.url")):
         if flag is not None:
             overrides.append(f"{key}={flag}")
     if args.resume:
@@ -225,7 +223,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from actors.evaluator import evaluate, write_results
+    from actors.evaluator import describe, evaluate, write_results
     from learner import checkpoint
 
     saved = args.run_dir / "config.yaml"
@@ -238,9 +236,8 @@ def cmd_eval(args) -> int:
     episodes = args.episodes or cfg.train.eval_episodes
     result = evaluate(cfg, state["model"], state["updates"], episodes=episodes, seed=20_000, run=args.run_dir.name)
     files = write_results(args.run_dir, result, env_steps=0, bit_depth=cfg.env.bit_depth)
-    print(f"eval of {args.run_dir} (weights after {state['updates']} updates, {episodes} episodes): return "
-          f"{result['return_mean']:.1f} ± {result['return_std']:.1f}; random policy "
-          f"{result['random_return_mean']:.1f} ± {result['random_return_std']:.1f}")
+    print(f"eval of {args.run_dir} (weights after {state['updates']} updates, {episodes} episodes): "
+          f"{describe(result)}")
     print(f"results: {files['returns']}, {files['gif']}")
     return 0
 

@@ -21,7 +21,7 @@ from typing import Callable
 
 import ray
 
-from actors.evaluator import evaluate, write_results
+from actors.evaluator import describe, evaluate, write_results
 from actors.worker import ActorWorker
 from cluster.runlog import MetricsLog, Progress
 from cluster.weight_store import WeightStore
@@ -177,19 +177,17 @@ class Driver:
                         version=int(learner.get("learner/policy_version", 0)), force=force)
 
     def _replay_stats(self) -> dict:
-        """replay/* metrics; while Redis is down, restart the embedded one and report nothing this tick."""
+        """replay/* metrics; while Redis is down, restart the embedded one and report nothing this tick.
+
+        The replay's client reconnects by itself once the server answers again.
+        """
         if self.server is not None and not self.server.running:
             self.redis_restarts += 1
             self.log("the embedded Redis stopped; restarting it on the same data (AOF)")
             self.server.start()
         try:
             return self.replay.stats()
-        except REDIS_DOWN:
-            try:
-                self.replay.close()
-                self.replay = SequenceReplay(self.url, self.run_name)
-            except REDIS_DOWN:
-                pass  # an external Redis that is still restarting: try again next tick
+        except REDIS_DOWN:  # an external Redis that is still restarting: try again next tick
             return {}
 
     def _collect(self, index: int):
@@ -250,9 +248,7 @@ class Driver:
             "eval/return_mean": result["return_mean"], "eval/return_std": result["return_std"],
             "eval/random_return_mean": result["random_return_mean"],
             "eval/random_return_std": result["random_return_std"], "eval/policy_version": version})
-        self.log(f"eval at {self.state.env_steps} env steps (weights v{version}): return "
-                 f"{result['return_mean']:.1f} ± {result['return_std']:.1f}; random policy "
-                 f"{result['random_return_mean']:.1f} ± {result['random_return_std']:.1f}")
+        self.log(f"eval at {self.state.env_steps} env steps (weights v{version}): {describe(result)}")
         return {**{k: v for k, v in result.items() if k not in ("episodes", "model")}, "files": files}
 
     def _finish(self) -> dict:

@@ -37,7 +37,7 @@ class LearnerWorker:
         if state is not None:
             self.learner.load_state_dict(state)
         self.restored_updates = self.learner.updates if state is not None else -1
-        self.replay_url, self.run, self.reconnects = replay_url, run, 0
+        self.reconnects = 0
         self.replay = SequenceReplay(replay_url, run)
         self.limiter = SamplesPerInsert.for_run(self.cfg, counters=self.replay)
         self.store = ray.get_actor(weight_store_name(run))
@@ -96,24 +96,22 @@ class LearnerWorker:
                     metrics.update(prefetcher.metrics())
                     with self._lock:
                         self._metrics = metrics
-                except REDIS_DOWN:  # Redis restarts: wait for it, reconnect, sample again
+                except REDIS_DOWN:  # Redis restarts: wait for it, then sample again
                     if prefetcher is not None:
                         prefetcher.stop()
                     prefetcher = None
-                    self._reconnect()
+                    self._wait_for_redis()
         finally:
             if prefetcher is not None:
                 prefetcher.stop()
             self._idle.set()
         return self.metrics()
 
-    def _reconnect(self) -> None:
-        """Wait until the replay's Redis answers again (or stop()), then use a fresh client and limiter."""
+    def _wait_for_redis(self) -> None:
+        """Wait until the replay's Redis answers again (or stop()); the replay's client reconnects by itself."""
         while not self._stop.is_set():
             try:
-                self.replay.close()
-                self.replay = SequenceReplay(self.replay_url, self.run)
-                self.limiter = SamplesPerInsert.for_run(self.cfg, counters=self.replay)
+                self.replay.counts()
                 self.reconnects += 1
                 return
             except REDIS_DOWN:

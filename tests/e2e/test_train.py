@@ -66,19 +66,25 @@ def kill(handle) -> None:
     os.kill(ray.get(handle.pid.remote()), signal.SIGKILL)
 
 
+class Once:
+    """A Driver on_tick hook: runs ``fault(driver)`` the first time ``when(driver)`` holds; ``fired`` tells."""
+
+    def __init__(self, when, fault):
+        self.when, self.fault, self.fired = when, fault, False
+
+    def __call__(self, driver) -> None:
+        if not self.fired and self.when(driver):
+            self.fault(driver)
+            self.fired = True
+
+
 def test_a_killed_actor_is_restarted_and_nothing_half_written(tmp_path):
     run_dir = tmp_path / "actor-fault"
     # One actor: the run can only finish through the restarted process, whatever the timing.
     cfg = load_config(PRESET, ["cluster.actors=1", "train.budget_env_steps=2000"])
-    killed = []
-
-    def fault(driver):
-        if not killed and driver.state.episodes >= 2:
-            kill(driver.actors[0])
-            killed.append(driver.state.episodes)
-
+    fault = Once(lambda driver: driver.state.episodes >= 2, lambda driver: kill(driver.actors[0]))
     summary = Driver(cfg, run_dir, log=lambda line: None).run(on_tick=fault)
-    assert killed and summary["driver/actor_restarts"] >= 1
+    assert fault.fired and summary["driver/actor_restarts"] >= 1
     assert summary["env_steps"] >= 2000
     assert stored_ids(run_dir) == acknowledged(run_dir)
     seeds = {r["seed"] for r in records(run_dir) if "seed" in r and r.get("episode", "").split(".")[1] == "a0"}
@@ -88,15 +94,9 @@ def test_a_killed_actor_is_restarted_and_nothing_half_written(tmp_path):
 def test_a_killed_learner_resumes_from_its_checkpoint(tmp_path):
     run_dir = tmp_path / "learner-fault"
     cfg = load_config(PRESET, ["cluster.actors=1", "train.budget_env_steps=2400", "train.checkpoint_every=10"])
-    killed = []
-
-    def fault(driver):
-        if not killed and (run_dir / "checkpoints" / "latest.pt").exists():
-            kill(driver.learner)
-            killed.append(True)
-
+    fault = Once(lambda driver: (run_dir / "checkpoints" / "latest.pt").exists(), lambda driver: kill(driver.learner))
     summary = Driver(cfg, run_dir, log=lambda line: None).run(on_tick=fault)
-    assert killed and summary["driver/learner_restarts"] >= 1
+    assert fault.fired and summary["driver/learner_restarts"] >= 1
     restored = [r["learner/restored_updates"] for r in records(run_dir) if r.get("learner/restored_updates", -1) > 0]
     assert restored, "the restarted learner loaded its checkpoint"
     assert summary["updates"] > restored[0], "the update counter continued from the checkpoint"
@@ -168,14 +168,9 @@ def test_ctrl_c_or_sigterm_stops_cleanly_with_a_final_checkpoint(tmp_path, stop)
 def test_a_redis_restart_is_waited_for_and_reconnected(tmp_path):
     run_dir = tmp_path / "redis-fault"
     cfg = load_config(PRESET, ["cluster.actors=1", "train.budget_env_steps=2400"])
-    killed = []
-
-    def fault(driver):
-        if not killed and driver.state.episodes >= 3:
-            driver.server.kill()  # SIGKILL, as a crash would; acknowledged episodes are in the AOF
-            killed.append(driver.state.episodes)
-
+    # SIGKILL, as a crash would; acknowledged episodes are in the AOF
+    fault = Once(lambda driver: driver.state.episodes >= 3, lambda driver: driver.server.kill())
     summary = Driver(cfg, run_dir, log=lambda line: None).run(on_tick=fault)
-    assert killed and summary["driver/redis_restarts"] == 1
+    assert fault.fired and summary["driver/redis_restarts"] == 1
     assert summary["env_steps"] >= 2400 and summary["updates"] > 0
     assert stored_ids(run_dir) == acknowledged(run_dir), "no acknowledged episode was lost, none stored twice"
