@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import threading
+import time
 from collections import deque
 from pathlib import Path
 from typing import Callable
@@ -23,6 +24,7 @@ import ray
 
 from actors.evaluator import describe, evaluate, write_results
 from actors.worker import ActorWorker
+from cluster.exporter import MetricsServer, RunCollector
 from cluster.runlog import MetricsLog, Progress
 from cluster.weight_store import WeightStore
 from common.config import Config, ConfigError, to_yaml
@@ -46,9 +48,11 @@ class RunState:
 
 class Driver:
     def __init__(self, cfg: Config, run_dir: str | os.PathLike, *, resume: bool = False,
-                 log: Callable[[str], None] = print, show_progress: bool = True):
-        """``log`` receives the driver's messages; ``show_progress`` prints the status line to stdout."""
+                 log: Callable[[str], None] = print, show_progress: bool = True, preset: str = ""):
+        """``log`` receives the driver's messages; ``show_progress`` prints the status line to stdout;
+        ``preset`` (the preset names the config came from) labels the run's metrics."""
         self.cfg, self.run_dir, self.log, self.show_progress = cfg, Path(run_dir), log, show_progress
+        self.preset = preset
         self.run_name = self.run_dir.name
         self.state = RunState()
         if resume:
@@ -63,6 +67,12 @@ class Driver:
         self.acknowledged: set[str] = set()
         self.returns: deque[float] = deque(maxlen=10)
         self.actor_restarts = self.learner_restarts = self.lost_episodes = self.redis_restarts = 0
+        self.actor_stats = [{"actor/env_steps": 0, "actor/episodes": 0, "actor/restarts": 0, "actor/lost_episodes": 0}
+                            for _ in range(cfg.cluster.actors)]
+        self.collector = RunCollector({"run": self.run_name, "task": cfg.env.task, "seed": cfg.train.seed},
+                                      {"family": cfg.model.family, "preset": preset})
+        self.metrics_server: MetricsServer | None = None
+        self.started_at = time.time()
         self.server: EmbeddedRedis | None = None
         self._started_ray = False
 
@@ -79,10 +89,13 @@ class Driver:
             self.server = EmbeddedRedis(self.run_dir).start()
             self.url = self.server.url
         self.replay = SequenceReplay(self.url, self.run_name, capacity_steps=cfg.replay.capacity_steps)
+        dashboard = ""
         if not ray.is_initialized():
             needed = cfg.cluster.actors + 2
-            ray.init(address=cfg.cluster.address or None, include_dashboard=False, log_to_driver=False,
-                     num_cpus=None if cfg.cluster.address else max(os.cpu_count() or 1, needed))
+            context = ray.init(address=cfg.cluster.address or None, include_dashboard=cfg.cluster.dashboard,
+                               log_to_driver=False,
+                               num_cpus=None if cfg.cluster.address else max(os.cpu_count() or 1, needed))
+            dashboard = context.dashboard_url or ""
             self._started_ray = True
         if threading.current_thread() is threading.main_thread():
             # SIGTERM (a scheduler, `ray job stop`, kill) stops the run as cleanly as Ctrl-C; set after
@@ -103,9 +116,18 @@ class Driver:
             for i in range(cfg.cluster.actors)]
         self.incarnation = [0] * cfg.cluster.actors
         self.metrics_log = MetricsLog(self.run_dir / "metrics.jsonl")
+        for index, stats in enumerate(self.actor_stats):  # every actor's counters exist from the start
+            self.collector.update(stats, actor=index)
+        if cfg.cluster.metrics_port >= 0:
+            self.metrics_server = MetricsServer(self.collector, self.run_name, host=cfg.cluster.metrics_host,
+                                                port=cfg.cluster.metrics_port)
         self.log(f"orrery train: run {self.run_name} in {self.run_dir} | {cfg.env.task} | {cfg.cluster.actors} actor(s) x "
                  f"{cfg.cluster.envs_per_actor} env(s) | budget {cfg.train.budget_env_steps} env steps"
                  f"{' | resumed at ' + str(self.state.env_steps) if self.state.session else ''}")
+        if self.metrics_server is not None:
+            self.log(f"metrics: {self.metrics_server.url} (Prometheus; `orrery status` lists running runs)")
+        if dashboard:
+            self.log(f"Ray dashboard: http://{dashboard.removeprefix('http://')}")
 
     # ------------------------------------------------------------ the loop
 
@@ -140,10 +162,13 @@ class Driver:
             for ref in ready:
                 index = inflight.pop(ref)
                 try:
-                    self._account(ray.get(ref))
+                    self._account(index, ray.get(ref))
                 except ray.exceptions.RayActorError:  # the actor process died: Ray restarts it
                     self.actor_restarts += 1
                     self.lost_episodes += cfg.cluster.envs_per_actor
+                    self.actor_stats[index]["actor/restarts"] += 1
+                    self.actor_stats[index]["actor/lost_episodes"] += cfg.cluster.envs_per_actor
+                    self.collector.update(self.actor_stats[index], actor=index)
                     self.incarnation[index] += 1
                     self.log(f"actor {index} died; restarting it (incarnation {self.incarnation[index]})")
                 if self.state.env_steps < budget:
@@ -159,6 +184,7 @@ class Driver:
                 metrics_ref = self.learner.metrics.remote()
             replay = self._replay_stats()
             self.metrics_log.write(self.state.env_steps, {**learner_metrics, **replay, **self._driver_metrics()})
+            self._export(learner_metrics, replay)
             self._show(progress, learner_metrics, replay)
             if next_eval and self.state.env_steps >= next_eval:
                 self._evaluate(final=False)
@@ -193,17 +219,23 @@ class Driver:
     def _collect(self, index: int):
         return self.actors[index].collect.remote(self.cfg.cluster.envs_per_actor, self.incarnation[index])
 
-    def _account(self, result: dict) -> None:
+    def _account(self, index: int, result: dict) -> None:
+        stats = self.actor_stats[index]
         for episode in result["episodes"]:
             if episode["stored"]:
                 self.acknowledged.add(episode["id"])
             self.state.env_steps += episode["env_steps"]
             self.state.episodes += 1
             self.returns.append(episode["return"])
+            stats["actor/env_steps"] += episode["env_steps"]
+            stats["actor/episodes"] += 1
+            stats.update({"actor/return": episode["return"], "actor/length": episode["length"]})
             self.metrics_log.write(self.state.env_steps, {
                 "actor/return": episode["return"], "actor/length": episode["length"],
                 "actor/policy_version": episode["policy_version"], **result["metrics"]},
-                episode=episode["id"], seed=episode["seed"], stored=episode["stored"])
+                actor=index, episode=episode["id"], seed=episode["seed"], stored=episode["stored"])
+        stats.update(result["metrics"])
+        self.collector.update(stats, actor=index)
         tmp = self.run_dir / f".{PROGRESS}.tmp"
         tmp.write_text(json.dumps(dataclasses.asdict(self.state)))
         os.replace(tmp, self.run_dir / PROGRESS)
@@ -220,8 +252,20 @@ class Driver:
         # Any other error of train() is a bug, not a fault to ride out: ray.get raised it above.
         self.train_ref = self.learner.train.remote()
 
+    def _export(self, learner: dict, replay: dict) -> None:
+        """The tick's numbers to the Prometheus collector (actors are updated as they report)."""
+        self.collector.update({**learner, **replay, **self._driver_metrics()})
+        published = learner.get("learner/policy_version")
+        for index, stats in enumerate(self.actor_stats):
+            if published is not None and "actor/policy_version" in stats:
+                lag = max(0, published - stats["actor/policy_version"])
+                self.collector.update({"actor/policy_lag": lag}, actor=index)
+
     def _driver_metrics(self) -> dict:
-        return {"driver/episodes": self.state.episodes, "driver/actor_restarts": self.actor_restarts,
+        return {"driver/env_steps": self.state.env_steps, "driver/budget_env_steps": self.cfg.train.budget_env_steps,
+                **({"driver/recent_return": sum(self.returns) / len(self.returns)} if self.returns else {}),
+                "driver/start_time_s": self.started_at,
+                "driver/episodes": self.state.episodes, "driver/actor_restarts": self.actor_restarts,
                 "driver/learner_restarts": self.learner_restarts, "driver/lost_episodes": self.lost_episodes,
                 "driver/redis_restarts": self.redis_restarts,
                 "driver/acknowledged_episodes": len(self.acknowledged)}
@@ -244,10 +288,11 @@ class Driver:
         result = evaluate(self.cfg, weights, version, episodes=self.cfg.train.eval_episodes,
                           seed=10_000 + self.state.session, run=self.run_name)
         files = write_results(self.run_dir, result, env_steps=self.state.env_steps, bit_depth=self.cfg.env.bit_depth)
-        self.metrics_log.write(self.state.env_steps, {
-            "eval/return_mean": result["return_mean"], "eval/return_std": result["return_std"],
-            "eval/random_return_mean": result["random_return_mean"],
-            "eval/random_return_std": result["random_return_std"], "eval/policy_version": version})
+        evaluation = {"eval/return_mean": result["return_mean"], "eval/return_std": result["return_std"],
+                      "eval/random_return_mean": result["random_return_mean"],
+                      "eval/random_return_std": result["random_return_std"], "eval/policy_version": version}
+        self.metrics_log.write(self.state.env_steps, evaluation)
+        self.collector.update({**evaluation, "eval/env_steps": self.state.env_steps})
         self.log(f"eval at {self.state.env_steps} env steps (weights v{version}): {describe(result)}")
         return {**{k: v for k, v in result.items() if k not in ("episodes", "model")}, "files": files}
 
@@ -274,6 +319,8 @@ class Driver:
                 ray.kill(handle)
         if getattr(self, "metrics_log", None):
             self.metrics_log.close()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
         if getattr(self, "replay", None):
             self.replay.close()
         if self._started_ray:

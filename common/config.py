@@ -155,7 +155,11 @@ class ClusterConfig:
     address: str = ""
     """Ray address: empty starts local Ray, 'auto' joins the running cluster."""
     metrics_port: int = 0
-    """Port of the Prometheus endpoint of a local run; 0 disables it."""
+    """Port of the run's Prometheus endpoint (http://HOST:PORT/metrics); 0 picks a free one, -1 turns it off."""
+    metrics_host: str = "127.0.0.1"
+    """Address the metrics endpoint listens on: loopback, where the driver and Prometheus share a node."""
+    dashboard: bool = True
+    """Start Ray's dashboard (and its metrics agent) with a local Ray."""
 
 
 @dataclass(frozen=True)
@@ -350,7 +354,6 @@ def check(cfg: Config) -> None:
         "train.eval_every_env_steps": cfg.train.eval_every_env_steps,
         "replay.samples_per_insert_tolerance": cfg.replay.samples_per_insert_tolerance,
         "cluster.actor_gpus": cfg.cluster.actor_gpus, "cluster.learner_gpus": cfg.cluster.learner_gpus,
-        "cluster.metrics_port": cfg.cluster.metrics_port,
     }
     for key, value in non_negative.items():
         if value < 0:
@@ -371,8 +374,9 @@ def check(cfg: Config) -> None:
     if cfg.loss.overshooting_distance > cfg.train.chunk_length:
         raise ConfigError(f"loss.overshooting_distance ({cfg.loss.overshooting_distance}) cannot exceed "
                           f"train.chunk_length ({cfg.train.chunk_length}); shorten it or lengthen the chunks")
-    if cfg.cluster.metrics_port > 65535:
-        raise ConfigError(f"cluster.metrics_port must be a TCP port (1..65535, or 0 to disable), got {cfg.cluster.metrics_port}")
+    if not -1 <= cfg.cluster.metrics_port <= 65535:
+        raise ConfigError(f"cluster.metrics_port must be a TCP port (1..65535), 0 for a free one or -1 for none, "
+                          f"got {cfg.cluster.metrics_port}")
 
 
 @dataclass(frozen=True)
