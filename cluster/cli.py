@@ -6,6 +6,8 @@ Commands:
     orrery rollout --preset P           run random-action episodes, save them and a preview
     orrery train --preset P [...]       train with planning actors, the Redis replay and a learner on Ray
     orrery eval RUN_DIR                 evaluate a run's latest checkpoint
+    orrery report RUN_DIR... [--out D]  plots and an HTML page comparing runs and seeds
+    orrery status                       the runs on this node's Ray cluster and their progress
 
 Bad arguments and bad input exit with code 2 and one line that names the problem.
 """
@@ -19,11 +21,12 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from cluster.report import ReportError, write_report
 from common import config as config_lib
 from common.envs.tasks import UnknownTaskError, families_help
 from common.episode import EpisodeError
 
-USAGE_ERRORS = (config_lib.ConfigError, UnknownTaskError, EpisodeError)
+USAGE_ERRORS = (config_lib.ConfigError, UnknownTaskError, EpisodeError, ReportError)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,10 +59,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--redis", default=None, metavar="URL", help="replay Redis URL; default: embedded (replay.url)")
     train.add_argument("--budget-steps", type=int, default=None, help="env steps to train for (train.budget_env_steps)")
     train.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR", help="continue a stopped run")
+    train.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                       help="serve Prometheus metrics at http://127.0.0.1:PORT/metrics (cluster.metrics_port; "
+                            "default: a free port, -1: none)")
+
+    status = commands.add_parser("status", help="the running runs and their progress, from their metrics")
+    status.add_argument("--json", action="store_true", help="one JSON object per run instead of a table")
+    status.add_argument("--prune", action="store_true", help="forget runs whose drivers no longer answer")
 
     evaluate = commands.add_parser("eval", help="evaluate a run's latest checkpoint")
     evaluate.add_argument("run_dir", type=Path)
     evaluate.add_argument("--episodes", type=_positive_int, default=None, help="default: train.eval_episodes")
+
+    report = commands.add_parser("report", help="plots and an HTML page comparing runs and seeds")
+    report.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    report.add_argument("--out", type=Path, default=None, metavar="DIR",
+                        help="folder for report.html and its pictures (default: the RUN_DIR, when there is one)")
 
     rollout = commands.add_parser("rollout", help="run random-action episodes of a preset and save them")
     _add_config_args(rollout)
@@ -87,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         command = {"presets": cmd_presets, "env-check": cmd_env_check, "rollout": cmd_rollout, "train": cmd_train,
-                   "eval": cmd_eval}[args.command]
+                   "eval": cmd_eval, "report": cmd_report, "status": cmd_status}[args.command]
         return command(args)
     except USAGE_ERRORS + _replay_errors() as error:
         print(f"orrery {args.command}: error: {error}", file=sys.stderr)
@@ -200,7 +215,8 @@ def cmd_train(args) -> int:
     overrides = list(args.overrides)
     for flag, key in ((args.actors, "cluster.actors"), (args.envs_per_actor, "cluster.envs_per_actor"),
                       (args.budget_steps, "train.budget_env_steps"), (args.seed, "train.seed"),
-                      (args.address, "cluster.address"), (args.redis, "replay.url")):
+                      (args.address, "cluster.address"), (args.redis, "replay.url"),
+                      (args.metrics_port, "cluster.metrics_port")):
         if flag is not None:
             overrides.append(f"{key}={flag}")
     if args.resume:
@@ -212,7 +228,7 @@ def cmd_train(args) -> int:
     else:
         cfg = config_lib.load_config(args.preset, overrides)
         run_dir = args.run_dir or Path("runs") / f"{args.preset.replace('+', '-')}-{time.strftime('%Y%m%d-%H%M%S')}"
-        driver = Driver(cfg, run_dir)
+        driver = Driver(cfg, run_dir, preset=args.preset)
     try:
         driver.run()
     except KeyboardInterrupt:
@@ -239,6 +255,32 @@ def cmd_eval(args) -> int:
     print(f"eval of {args.run_dir} (weights after {state['updates']} updates, {episodes} episodes): "
           f"{describe(result)}")
     print(f"results: {files['returns']}, {files['gif']}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    page, notes = write_report(args.run_dirs, args.out)
+    for note in notes:
+        print(f"note: {note}")
+    print(f"report: {page}")
+    return 0
+
+
+def cmd_status(args) -> int:
+    import json
+
+    from cluster.status import format_table, prune, statuses
+
+    rows = statuses()
+    if args.prune:
+        for run in prune(rows):
+            print(f"forgot {run} (its driver does not answer)")
+        rows = [row for row in rows if row["state"] == "running"]
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+    else:
+        print(format_table(rows))
     return 0
 
 

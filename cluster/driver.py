@@ -283,7 +283,11 @@ class Driver:
                 raise RuntimeError(f"no checkpoint in {self.run_dir / 'checkpoints'} to evaluate")
             weights, version = state["model"], state["updates"]
         else:
-            version, (ref,) = ray.get(self.store.newer_than.remote(-2))
+            published = ray.get(self.store.newer_than.remote(-2))
+            if published is None:  # the learner has not published its first weights yet
+                self.log(f"eval at {self.state.env_steps} env steps skipped: no weights published yet")
+                return {}
+            version, (ref,) = published
             weights = ray.get(ref)
         result = evaluate(self.cfg, weights, version, episodes=self.cfg.train.eval_episodes,
                           seed=10_000 + self.state.session, run=self.run_name)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Debian packages Orrery needs: redis-server (replay), EGL + Mesa (headless MuJoCo rendering).
+# Debian packages Orrery needs: redis-server (replay), EGL + Mesa (headless MuJoCo rendering),
+# prometheus (scrapes the runs' metrics), chromium (the report test renders report.html headless).
 # Installs only what is missing; needs root or passwordless sudo for that.
 set -euo pipefail
-packages=(redis-server libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri libgles2 libglvnd0)
+packages=(redis-server libegl1 libegl-mesa0 libgl1 libgl1-mesa-dri libgles2 libglvnd0 prometheus chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
