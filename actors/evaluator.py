@@ -1,12 +1,16 @@
 """Evaluation: episodes planned without exploration noise, a random-policy baseline, open-loop videos.
 
 Writes into ``RUN_DIR/eval``: ``returns.json`` (planner and random returns), ``open_loop.gif``
-(truth | model, frame by frame) and ``open_loop.png`` (the same as a still strip).
+(truth | model, frame by frame) and ``open_loop.png`` (the same as a still strip). The files are
+rendered to bytes first (:func:`render_results`), so an evaluation that runs on another node
+(actors/worker.py: ``evaluation_task``) hands them to the driver, which writes them.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import time
 from pathlib import Path
 from typing import Mapping
@@ -18,22 +22,28 @@ from actors.actor import Actor
 from actors.rollout import random_policy, run_episode
 from common.config import Config
 from common.envs import make_env_from_config
-from common.images import comparison_grid, write_png
+from common.images import comparison_grid, encode_png
 from learner.open_loop import predict_episode
 
 
 def evaluate(cfg: Config, weights: Mapping[str, torch.Tensor], version: int, *, episodes: int, seed: int,
-             run: str) -> dict:
-    """Plan ``episodes`` episodes with the given weights (no exploration) and as many random ones."""
-    actor = Actor(cfg, index=0, run=run, seed=seed, write=lambda episode: None)
+             run: str, precision: str = "float32", random_returns: list[float] | None = None) -> dict:
+    """Plan ``episodes`` episodes with the given weights (no exploration) and as many random ones.
+
+    ``precision``: the planner's model calls, as in the actors (bfloat16 where the CPU or GPU has it).
+    ``random_returns``: the random baseline of an earlier evaluation with the same seed, reused
+    instead of playing it again (it does not depend on the weights).
+    """
+    actor = Actor(cfg, index=0, run=run, seed=seed, write=lambda episode: None, precision=precision)
     actor.load_weights(version, weights)
     planned = actor.run_episodes(episodes, explore=False)[:episodes]
     actor.close()
-    env = make_env_from_config(cfg.env, seed)
-    random = [run_episode(env, random_policy(env.spec.action, seed + i), run=run, index=i) for i in range(episodes)]
-    env.close()
+    if random_returns is None:
+        env = make_env_from_config(cfg.env, seed)
+        random = [run_episode(env, random_policy(env.spec.action, seed + i), run=run, index=i) for i in range(episodes)]
+        random_returns = [float(episode.rewards.sum()) for episode in random]
+        env.close()
     returns = [float(e.rewards.sum()) for e in planned]
-    random_returns = [float(e.rewards.sum()) for e in random]
     return {"policy_version": version, "returns": returns, "return_mean": float(np.mean(returns)),
             "return_std": float(np.std(returns)), "random_returns": random_returns,
             "random_return_mean": float(np.mean(random_returns)), "random_return_std": float(np.std(random_returns)),
@@ -46,27 +56,45 @@ def describe(result: dict) -> str:
             f"{result['random_return_mean']:.1f} ± {result['random_return_std']:.1f}")
 
 
-def write_results(run_dir: Path, result: dict, *, env_steps: int, bit_depth: int, context: int = 5,
-                  horizon: int = 50) -> dict[str, str]:
-    """returns.json, and the open-loop prediction of the first evaluation episode as GIF and PNG."""
-    out = Path(run_dir) / "eval"
-    out.mkdir(parents=True, exist_ok=True)
-    summary = {k: v for k, v in result.items() if k not in ("episodes", "model")}
-    summary.update({"env_steps": env_steps, "time": time.time()})
-    (out / "returns.json").write_text(json.dumps(summary, indent=2))
+def summarize(result: dict, env_steps: int) -> dict:
+    """The numbers of an evaluation (what returns.json holds): no episodes, no model."""
+    return {**{k: v for k, v in result.items() if k not in ("episodes", "model")}, "env_steps": env_steps,
+            "time": time.time()}
+
+
+def render_results(result: dict, *, env_steps: int, bit_depth: int, context: int = 5,
+                   horizon: int = 50) -> dict[str, bytes]:
+    """File name -> bytes: returns.json, and the open-loop prediction of the first evaluation episode as GIF and PNG."""
     episode = result["episodes"][0]
     truth, predicted = predict_episode(result["model"], episode, context=min(context, episode.length),
                                        horizon=horizon, bit_depth=bit_depth, generator=torch.Generator().manual_seed(0))
-    write_png(out / "open_loop.png", comparison_grid([truth, predicted], count=10))
-    write_gif(out / "open_loop.gif", np.concatenate([truth, predicted], axis=2))  # (P, H, 2W, 3): truth | model
+    return {"returns.json": json.dumps(summarize(result, env_steps), indent=2).encode(),
+            "open_loop.png": encode_png(comparison_grid([truth, predicted], count=10)),
+            "open_loop.gif": encode_gif(np.concatenate([truth, predicted], axis=2))}  # (P, H, 2W, 3): truth | model
+
+
+def write_files(run_dir: Path, files: Mapping[str, bytes]) -> dict[str, str]:
+    """Write rendered results into RUN_DIR/eval (each atomically); returns {"returns", "gif", "png"} paths."""
+    out = Path(run_dir) / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        tmp = out / f".{name}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, out / name)
     return {"returns": str(out / "returns.json"), "gif": str(out / "open_loop.gif"), "png": str(out / "open_loop.png")}
 
 
-def write_gif(path: Path, frames: np.ndarray, scale: int = 3, ms_per_frame: int = 100) -> Path:
-    """(T, H, W, 3) uint8 -> looping animated GIF, each pixel ``scale`` x ``scale``."""
+def write_results(run_dir: Path, result: dict, *, env_steps: int, bit_depth: int) -> dict[str, str]:
+    """:func:`render_results` written into RUN_DIR/eval."""
+    return write_files(run_dir, render_results(result, env_steps=env_steps, bit_depth=bit_depth))
+
+
+def encode_gif(frames: np.ndarray, scale: int = 3, ms_per_frame: int = 100) -> bytes:
+    """(T, H, W, 3) uint8 -> a looping animated GIF, each pixel ``scale`` x ``scale``."""
     from PIL import Image
 
     big = frames.repeat(scale, axis=1).repeat(scale, axis=2)
     images = [Image.fromarray(frame) for frame in big]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
-    return path
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
+    return buffer.getvalue()

@@ -14,6 +14,11 @@ env and step (B, H, n), uniform at first; candidates are index sequences drawn f
 the model one-hot), and the refit sets the probabilities to the action frequencies among the top
 K. The action is the most probable first index.
 
+A jumpy model (Buesing et al.; ``model.jump`` = j) advances j agent steps per transition: the
+horizon H stays in agent steps (a multiple of j), candidates are sampled per agent step as always,
+and each model call sees them packed into H/j rows of j actions (learner.jumpy.pack_actions), so a
+plan takes H/j sequential model steps instead of H.
+
 Exploration noise is the actor's job (:func:`add_exploration`); the planner is deterministic
 given its noise. Candidate row n*J + j of every model call is candidate j of env n, which is the
 row order of :meth:`State.repeat`.
@@ -27,6 +32,7 @@ import torch
 
 from common.config import PlannerConfig
 from common.envs import ActionSpec
+from learner.jumpy import pack_actions
 from learner.state import PlanningModel, State
 
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -55,6 +61,11 @@ class CEMPlanner:
             raise ValueError(f"CEM needs horizon >= 1 and iterations >= 1, got {horizon} and {iterations}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision {precision!r} is unknown; choose one of {', '.join(PRECISIONS)}")
+        self.jump = getattr(model, "jump", 1)
+        """j: agent steps per model transition; the horizon is planned as H/j jumps."""
+        if horizon % self.jump:
+            raise ValueError(f"horizon {horizon} must be a multiple of the model's jump {self.jump} (agent steps "
+                             f"per transition)")
         self.model = model
         self.horizon, self.candidates, self.top_k, self.iterations = horizon, candidates, top_k, iterations
         self.discrete = discrete
@@ -161,6 +172,9 @@ class CEMPlanner:
     def _returns(self, state: State, actions: torch.Tensor) -> torch.Tensor:
         """Sum over H of the predicted rewards of (H, N, A) candidates from ``state`` (N,): (N,) float32."""
         H, N, _ = actions.shape
+        if self.jump > 1:
+            actions = pack_actions(actions, self.jump)  # (H, N, A) -> (H/j, N, j A)
+            H = H // self.jump
         if self.precision == "float32":
             rewards = self.model.imagine_rewards(state, actions)
         else:

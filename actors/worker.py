@@ -16,12 +16,30 @@ import ray
 import torch
 
 from actors.actor import Actor
+from actors.evaluator import evaluate, render_results, summarize
 from common.config import from_yaml
 from common.episode import Episode
 from common.names import weight_store_name
 from learner.learner import resolve_precision
 from replay import REDIS_DOWN, LimiterTimeout, ReplayConnectionError, SamplesPerInsert, SequenceReplay
 
+
+
+@ray.remote(max_retries=1)
+def evaluation_task(config_yaml: str, weights: dict, version: int, *, episodes: int, seed: int, run: str,
+                    env_steps: int, threads: int = 1, random_returns: list[float] | None = None) -> dict:
+    """An evaluation off the driver: {"summary": returns.json's numbers, "files": {name: bytes}}.
+
+    Runs as its own task so training goes on meanwhile and the driver only writes the files.
+    ``weights`` arrives resolved (pass the weight store's ObjectRef; nothing is copied through the driver).
+    """
+    cfg = from_yaml(config_yaml)
+    torch.set_num_threads(max(1, threads))
+    device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
+    result = evaluate(cfg, weights, version, episodes=episodes, seed=seed, run=run,
+                      precision=resolve_precision(cfg.train.precision, torch.device(device)), random_returns=random_returns)
+    return {"summary": summarize(result, env_steps),
+            "files": render_results(result, env_steps=env_steps, bit_depth=cfg.env.bit_depth)}
 
 
 def actor_seed(train_seed: int, session: int, index: int, incarnation: int) -> int:

@@ -5,8 +5,10 @@ Commands:
     orrery env-check TASK               step a task, print frame shape, action space and frames/s
     orrery rollout --preset P           run random-action episodes, save them and a preview
     orrery train --preset P [...]       train with planning actors, the Redis replay and a learner on Ray
+    orrery sweep --preset P --seeds A:B many independent runs (seeds x tasks) packed onto the Ray cluster
     orrery eval RUN_DIR                 evaluate a run's latest checkpoint
-    orrery report RUN_DIR... [--out D]  plots and an HTML page comparing runs and seeds
+    orrery evaluate-model RUN_DIR       the checkpoint's world model: prediction likelihood and rollout speed
+    orrery report RUN_DIR... [--out D]  plots and an HTML page comparing runs and seeds (or a sweep's runs)
     orrery status                       the runs on this node's Ray cluster and their progress
 
 Bad arguments and bad input exit with code 2 and one line that names the problem.
@@ -22,11 +24,12 @@ from pathlib import Path
 from typing import Sequence
 
 from cluster.report import ReportError, write_report
+from cluster.sweep import SweepError
 from common import config as config_lib
 from common.envs.tasks import UnknownTaskError, families_help
 from common.episode import EpisodeError
 
-USAGE_ERRORS = (config_lib.ConfigError, UnknownTaskError, EpisodeError, ReportError)
+USAGE_ERRORS = (config_lib.ConfigError, UnknownTaskError, EpisodeError, ReportError, SweepError)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,6 +66,29 @@ def build_parser() -> argparse.ArgumentParser:
                        help="serve Prometheus metrics at http://127.0.0.1:PORT/metrics (cluster.metrics_port; "
                             "default: a free port, -1: none)")
 
+    sweep = commands.add_parser("sweep", help="many independent runs (seeds x tasks) packed onto the Ray cluster")
+    sweep.add_argument("--preset", default="dmc-cartpole-swingup",
+                       help="preset names joined by '+', as for train (every run uses it)")
+    sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one config field of every run (repeatable)")
+    sweep.add_argument("--seeds", default=None, metavar="A:B", help="seeds A..B-1 (e.g. 0:10) or a list 0,3,7")
+    sweep.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
+                       help="task ids (dmc:cheetah-run, or just cheetah-run); default: the preset's task")
+    sweep.add_argument("--actors-per-run", type=_positive_int, default=None, help="actors of each run (cluster.actors)")
+    sweep.add_argument("--envs-per-actor", type=_positive_int, default=None, help="cluster.envs_per_actor")
+    sweep.add_argument("--max-concurrent", type=int, default=0, metavar="K",
+                       help="runs holding resources at once (default 0: as many as the cluster can hold)")
+    sweep.add_argument("--budget-steps", type=int, default=None, help="env steps per run (train.budget_env_steps)")
+    sweep.add_argument("--max-retries", type=int, default=2, help="restarts of a failed run from its checkpoint")
+    sweep.add_argument("--sweep-dir", type=Path, default=None,
+                       help="where the sweep lives (default $ORRERY_RUNS/sweep-<preset>-<time>, ORRERY_RUNS=runs)")
+    sweep.add_argument("--resume", type=Path, default=None, metavar="SWEEP_DIR",
+                       help="continue a sweep: finished runs are kept, the others continue from their checkpoints")
+    sweep.add_argument("--address", default=None,
+                       help="Ray address ('auto': the cluster of this node); default: the job's cluster, else local")
+    sweep.add_argument("--redis", default=None, metavar="URL",
+                       help="one replay Redis for all runs, a namespace each; default: an embedded one per run")
+
     status = commands.add_parser("status", help="the running runs and their progress, from their metrics")
     status.add_argument("--json", action="store_true", help="one JSON object per run instead of a table")
     status.add_argument("--prune", action="store_true", help="forget runs whose drivers no longer answer")
@@ -70,6 +96,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="evaluate a run's latest checkpoint")
     evaluate.add_argument("run_dir", type=Path)
     evaluate.add_argument("--episodes", type=_positive_int, default=None, help="default: train.eval_episodes")
+
+    model_eval = commands.add_parser("evaluate-model", help="a run's world model: per-frame likelihood over a "
+                                     "prediction horizon on held-out episodes, and imagined-rollout speed")
+    model_eval.add_argument("run_dir", type=Path)
+    model_eval.add_argument("--episodes", type=_positive_int, default=2,
+                            help="held-out random-policy episodes to collect (default 2)")
+    model_eval.add_argument("--episodes-from", type=Path, default=None, metavar="DIR",
+                            help="read held-out episodes (*.ep, as orrery rollout writes them) instead")
+    model_eval.add_argument("--context", type=_positive_int, default=5, help="observed frames before predicting")
+    model_eval.add_argument("--horizon", type=_positive_int, default=None,
+                            help="agent steps predicted open loop (default: planner.horizon)")
+    model_eval.add_argument("--windows", type=_positive_int, default=32, help="windows scored (default 32)")
+    model_eval.add_argument("--samples", type=_positive_int, default=4,
+                            help="open-loop samples per window for stochastic models (default 4)")
+    model_eval.add_argument("--device", default="cpu", help="torch device (default cpu)")
 
     report = commands.add_parser("report", help="plots and an HTML page comparing runs and seeds")
     report.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
@@ -102,7 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         command = {"presets": cmd_presets, "env-check": cmd_env_check, "rollout": cmd_rollout, "train": cmd_train,
-                   "eval": cmd_eval, "report": cmd_report, "status": cmd_status}[args.command]
+                   "eval": cmd_eval, "report": cmd_report, "status": cmd_status, "sweep": cmd_sweep,
+                   "evaluate-model": cmd_evaluate_model}[args.command]
         return command(args)
     except USAGE_ERRORS + _replay_errors() as error:
         print(f"orrery {args.command}: error: {error}", file=sys.stderr)
@@ -227,7 +269,7 @@ def cmd_train(args) -> int:
         driver = Driver(cfg, args.resume, resume=True)
     else:
         cfg = config_lib.load_config(args.preset, overrides)
-        run_dir = args.run_dir or Path("runs") / f"{args.preset.replace('+', '-')}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = args.run_dir or _runs_root() / f"{args.preset.replace('+', '-')}-{time.strftime('%Y%m%d-%H%M%S')}"
         driver = Driver(cfg, run_dir, preset=args.preset)
     try:
         driver.run()
@@ -239,18 +281,15 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from actors.evaluator import describe, evaluate, write_results
-    from learner import checkpoint
+    import torch
 
-    saved = args.run_dir / "config.yaml"
-    if not saved.exists():
-        raise config_lib.ConfigError(f"{args.run_dir}: no config.yaml there; is it a run directory?")
-    cfg = config_lib.from_yaml(saved.read_text())
-    state = checkpoint.load(args.run_dir / "checkpoints")
-    if state is None:
-        raise config_lib.ConfigError(f"{args.run_dir}: no checkpoint in checkpoints/ yet")
+    from actors.evaluator import describe, evaluate, write_results
+    from learner.learner import resolve_precision
+
+    cfg, state = _run_checkpoint(args.run_dir)
     episodes = args.episodes or cfg.train.eval_episodes
-    result = evaluate(cfg, state["model"], state["updates"], episodes=episodes, seed=20_000, run=args.run_dir.name)
+    result = evaluate(cfg, state["model"], state["updates"], episodes=episodes, seed=20_000, run=args.run_dir.name,
+                      precision=resolve_precision(cfg.train.precision, torch.device("cpu")))
     files = write_results(args.run_dir, result, env_steps=0, bit_depth=cfg.env.bit_depth)
     print(f"eval of {args.run_dir} (weights after {state['updates']} updates, {episodes} episodes): "
           f"{describe(result)}")
@@ -258,8 +297,51 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_evaluate_model(args) -> int:
+    import json
+
+    import torch
+
+    from actors.rollout import random_policy, run_episode
+    from common.envs import make_env_from_config
+    from common.episode import decode
+    from learner.model_eval import describe, evaluate_model
+    from learner.world_model import WorldModel
+
+    cfg, state = _run_checkpoint(args.run_dir)
+    env = make_env_from_config(cfg.env, 30_000)  # a seed no actor or evaluation of the run uses
+    try:
+        if args.episodes_from:
+            episodes = [decode(path.read_bytes()) for path in sorted(args.episodes_from.glob("*.ep"))]
+            if not episodes:
+                raise config_lib.ConfigError(f"--episodes-from {args.episodes_from}: no *.ep files there")
+        else:
+            episodes = [run_episode(env, random_policy(env.spec.action, 30_000 + i), run=args.run_dir.name, index=i)
+                        for i in range(args.episodes)]
+    finally:
+        env.close()
+    model = WorldModel.from_config(cfg, env.spec.action.size)
+    model.load_state_dict(state["model"])
+    model.to(torch.device(args.device))
+    result = evaluate_model(model, episodes, context=args.context, horizon=args.horizon or cfg.planner.horizon,
+                            windows=args.windows, samples=args.samples, bit_depth=cfg.env.bit_depth)
+    result.update({"family": cfg.model.family, "updates": state["updates"], "device": args.device,
+                   "episodes": len(episodes)})
+    out = args.run_dir / "eval" / "model.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"world model of {args.run_dir}: {cfg.model.family}, jump {cfg.model.jump}, weights after "
+          f"{state['updates']} updates, {len(episodes)} held-out episodes, {args.device}")
+    print(describe(result))
+    print(f"results: {out}")
+    return 0
+
+
 def cmd_report(args) -> int:
-    page, notes = write_report(args.run_dirs, args.out)
+    from cluster.sweep import report_inputs
+
+    run_dirs, sweep_dir = report_inputs(args.run_dirs)  # a sweep directory stands for all of its runs
+    page, notes = write_report(run_dirs, args.out or sweep_dir)
     for note in notes:
         print(f"note: {note}")
     print(f"report: {page}")
@@ -284,7 +366,52 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from cluster.sweep import SweepSpec, SweepState, parse_seeds, parse_tasks
+
+    if args.max_concurrent < 0 or args.max_retries < 0:
+        raise SweepError("--max-concurrent and --max-retries must be >= 0")
+    if args.resume:
+        state = SweepState.load(args.resume)
+    else:
+        if args.seeds is None:
+            raise SweepError("--seeds is required (e.g. --seeds 0:10), unless you --resume SWEEP_DIR")
+        overrides = list(args.overrides)
+        for flag, key in ((args.actors_per_run, "cluster.actors"), (args.envs_per_actor, "cluster.envs_per_actor"),
+                          (args.budget_steps, "train.budget_env_steps")):
+            if flag is not None:
+                overrides.append(f"{key}={flag}")
+        spec = SweepSpec(args.preset, parse_seeds(args.seeds), parse_tasks(args.tasks or []), tuple(overrides),
+                         cluster_replay=bool(args.redis))
+        name = f"sweep-{args.preset.replace('+', '-')}-{time.strftime('%Y%m%d-%H%M%S')}"
+        sweep_dir = args.sweep_dir or _runs_root() / name
+        state = SweepState.new(sweep_dir, spec)
+    from cluster.sweeper import run_sweep
+
+    return run_sweep(state, max_concurrent=args.max_concurrent, max_retries=args.max_retries,
+                     replay_url=args.redis or "", address=args.address)
+
+
 # ---------------------------------------------------------------- helpers
+
+def _run_checkpoint(run_dir: Path) -> tuple[config_lib.Config, dict]:
+    """A run's saved config and its latest checkpoint; a usage error when either is missing."""
+    from learner import checkpoint
+
+    saved = run_dir / "config.yaml"
+    if not saved.exists():
+        raise config_lib.ConfigError(f"{run_dir}: no config.yaml there; is it a run directory?")
+    cfg = config_lib.from_yaml(saved.read_text())
+    state = checkpoint.load(run_dir / "checkpoints")
+    if state is None:
+        raise config_lib.ConfigError(f"{run_dir}: no checkpoint in checkpoints/ yet")
+    return cfg, state
+
+
+def _runs_root() -> Path:
+    """Where default run and sweep directories go: $ORRERY_RUNS (a cluster's shared disk), else ./runs."""
+    return Path(os.environ.get("ORRERY_RUNS") or "runs")
+
 
 def _replay_errors() -> tuple:
     """Replay errors a user can fix (unreachable Redis, wrong password), imported only when needed."""

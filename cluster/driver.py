@@ -22,8 +22,8 @@ from typing import Callable
 
 import ray
 
-from actors.evaluator import describe, evaluate, write_results
-from actors.worker import ActorWorker
+from actors.evaluator import describe, write_files
+from actors.worker import ActorWorker, evaluation_task
 from cluster.exporter import MetricsServer, RunCollector
 from cluster.runlog import MetricsLog, Progress
 from cluster.weight_store import WeightStore
@@ -48,11 +48,17 @@ class RunState:
 
 class Driver:
     def __init__(self, cfg: Config, run_dir: str | os.PathLike, *, resume: bool = False,
-                 log: Callable[[str], None] = print, show_progress: bool = True, preset: str = ""):
+                 log: Callable[[str], None] = print, show_progress: bool = True, preset: str = "",
+                 placement: Callable[[str, int], dict] | None = None, threads: int | None = None):
         """``log`` receives the driver's messages; ``show_progress`` prints the status line to stdout;
-        ``preset`` (the preset names the config came from) labels the run's metrics."""
+        ``preset`` (the preset names the config came from) labels the run's metrics; ``placement(role,
+        index)`` gives extra Ray options for the "store", "learner" and each "actor" (a sweep pins them
+        to the bundles of the run's placement group, cluster/supervisor.py); ``threads``: torch threads per
+        learner and actor process (default: this node's cores shared among the run's processes)."""
         self.cfg, self.run_dir, self.log, self.show_progress = cfg, Path(run_dir), log, show_progress
         self.preset = preset
+        self.placement = placement or (lambda role, index: {})
+        self.threads = threads
         self.run_name = self.run_dir.name
         self.state = RunState()
         if resume:
@@ -72,6 +78,7 @@ class Driver:
         self.collector = RunCollector({"run": self.run_name, "task": cfg.env.task, "seed": cfg.train.seed},
                                       {"family": cfg.model.family, "preset": preset})
         self.metrics_server: MetricsServer | None = None
+        self.random_returns: list[float] | None = None
         self.started_at = time.time()
         self.server: EmbeddedRedis | None = None
         self._started_ray = False
@@ -101,17 +108,19 @@ class Driver:
             # SIGTERM (a scheduler, `ray job stop`, kill) stops the run as cleanly as Ctrl-C; set after
             # ray.init, which installs a handler of its own that would exit without a checkpoint.
             signal.signal(signal.SIGTERM, signal.default_int_handler)
-        self.store = WeightStore.options(name=weight_store_name(self.run_name)).remote()
+        self.store = WeightStore.options(name=weight_store_name(self.run_name), **self.placement("store", 0)).remote()
         config_yaml = to_yaml(cfg)
-        threads = max(1, (os.cpu_count() or 1) // (cfg.cluster.actors + 1))
-        gpu = ray.cluster_resources().get("GPU", 0) > 0
-        self.learner = LearnerWorker.options(num_gpus=cfg.cluster.learner_gpus if gpu else 0).remote(
+        threads = self.process_threads = self.threads or max(1, (os.cpu_count() or 1) // (cfg.cluster.actors + 1))
+        gpu = self.gpu = ray.cluster_resources().get("GPU", 0) > 0
+        self.learner = LearnerWorker.options(num_gpus=cfg.cluster.learner_gpus if gpu else 0,
+                                             **self.placement("learner", 0)).remote(
             config_yaml, self.spec.action.size, self.spec.action.discrete, str(self.run_dir), self.run_name, self.url,
             threads)
         seeds_left = cfg.train.seed_episodes if self.state.session == 0 else 0
         shares = [seeds_left // cfg.cluster.actors + (i < seeds_left % cfg.cluster.actors)
                   for i in range(cfg.cluster.actors)]
-        self.actors = [ActorWorker.options(num_gpus=cfg.cluster.actor_gpus if gpu else 0).remote(
+        self.actors = [ActorWorker.options(num_gpus=cfg.cluster.actor_gpus if gpu else 0,
+                                           **self.placement("actor", i)).remote(
             config_yaml, i, self.run_name, self.state.session, self.url, shares[i], threads)
             for i in range(cfg.cluster.actors)]
         self.incarnation = [0] * cfg.cluster.actors
@@ -157,6 +166,7 @@ class Driver:
         learner_metrics: dict = {}
         metrics_ref = None
         next_eval = self._next_eval()
+        evaluation = None  # (task ref, env steps, weight version) of the evaluation in flight
         while inflight:
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
             for ref in ready:
@@ -186,13 +196,18 @@ class Driver:
             self.metrics_log.write(self.state.env_steps, {**learner_metrics, **replay, **self._driver_metrics()})
             self._export(learner_metrics, replay)
             self._show(progress, learner_metrics, replay)
-            if next_eval and self.state.env_steps >= next_eval:
-                self._evaluate(final=False)
+            if evaluation is not None and ray.wait([evaluation[0]], timeout=0)[0]:
+                self._end_evaluation(*evaluation)
+                evaluation = None
+            if next_eval and self.state.env_steps >= next_eval and evaluation is None:
+                evaluation = self._start_evaluation(final=False)
                 next_eval = self._next_eval()
             if on_tick is not None:
                 on_tick(self)
         self._show(progress, learner_metrics, self._replay_stats(), force=True)
         progress.close()
+        if evaluation is not None:
+            self._end_evaluation(*evaluation)
 
     def _show(self, progress: Progress, learner: dict, replay: dict, force: bool = False) -> None:
         progress.update(env_steps=self.state.env_steps, episodes=self.state.episodes,
@@ -276,7 +291,13 @@ class Driver:
 
     # ------------------------------------------------------------ the end
 
-    def _evaluate(self, final: bool) -> dict:
+    def _start_evaluation(self, final: bool) -> tuple | None:
+        """Launch an evaluation task (training goes on meanwhile): (ref, env steps, version), or None.
+
+        Periodic evaluations take the latest published weights, the final one the last checkpoint.
+        The task holds no CPU reservation (like the running actors), so it never waits for a CPU
+        that a sweep's placement group has reserved.
+        """
         if final:
             state = checkpoint.load(self.run_dir / "checkpoints")
             if state is None:
@@ -286,19 +307,33 @@ class Driver:
             published = ray.get(self.store.newer_than.remote(-2))
             if published is None:  # the learner has not published its first weights yet
                 self.log(f"eval at {self.state.env_steps} env steps skipped: no weights published yet")
-                return {}
-            version, (ref,) = published
-            weights = ray.get(ref)
-        result = evaluate(self.cfg, weights, version, episodes=self.cfg.train.eval_episodes,
-                          seed=10_000 + self.state.session, run=self.run_name)
-        files = write_results(self.run_dir, result, env_steps=self.state.env_steps, bit_depth=self.cfg.env.bit_depth)
-        evaluation = {"eval/return_mean": result["return_mean"], "eval/return_std": result["return_std"],
-                      "eval/random_return_mean": result["random_return_mean"],
-                      "eval/random_return_std": result["random_return_std"], "eval/policy_version": version}
-        self.metrics_log.write(self.state.env_steps, evaluation)
-        self.collector.update({**evaluation, "eval/env_steps": self.state.env_steps})
-        self.log(f"eval at {self.state.env_steps} env steps (weights v{version}): {describe(result)}")
-        return {**{k: v for k, v in result.items() if k not in ("episodes", "model")}, "files": files}
+                return None
+            version, (weights,) = published  # an ObjectRef: the task receives the weights themselves
+        ref = evaluation_task.options(num_cpus=0, num_gpus=self.cfg.cluster.actor_gpus if self.gpu else 0).remote(
+            to_yaml(self.cfg), weights, version, episodes=self.cfg.train.eval_episodes,
+            seed=10_000 + self.state.session, run=self.run_name, env_steps=self.state.env_steps,
+            threads=self.process_threads, random_returns=self.random_returns)
+        return ref, self.state.env_steps, version
+
+    def _end_evaluation(self, ref, env_steps: int, version: int, final: bool = False) -> dict:
+        """Write an evaluation's files and metrics (at the env steps it started at); a failed periodic one is logged."""
+        try:
+            result = ray.get(ref)
+        except ray.exceptions.RayError as error:
+            if final:
+                raise
+            self.log(f"eval at {env_steps} env steps failed: {error.__class__.__name__}: {str(error)[:300]}")
+            return {}
+        files = write_files(self.run_dir, result["files"])
+        summary = result["summary"]
+        self.random_returns = summary["random_returns"]  # same seed every time: play the random baseline once
+        evaluation = {"eval/return_mean": summary["return_mean"], "eval/return_std": summary["return_std"],
+                      "eval/random_return_mean": summary["random_return_mean"],
+                      "eval/random_return_std": summary["random_return_std"], "eval/policy_version": version}
+        self.metrics_log.write(env_steps, evaluation)
+        self.collector.update({**evaluation, "eval/env_steps": env_steps})
+        self.log(f"eval at {env_steps} env steps (weights v{version}): {describe(summary)}")
+        return {**summary, "files": files}
 
     def _finish(self) -> dict:
         final = ray.get(self.learner.stop.remote())
@@ -306,7 +341,7 @@ class Driver:
             ray.get(self.train_ref, timeout=60)
         except ray.exceptions.RayError:
             pass
-        evaluation = self._evaluate(final=True)
+        evaluation = self._end_evaluation(*self._start_evaluation(final=True), final=True)
         summary = {"run_dir": str(self.run_dir), "env_steps": self.state.env_steps, "episodes": self.state.episodes,
                    "updates": int(final.get("learner/updates", 0)), "acknowledged_episodes": len(self.acknowledged),
                    **self._driver_metrics(), "eval": evaluation}

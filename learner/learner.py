@@ -7,7 +7,9 @@ A batch is what replay samples, batch-major:
     rewards       (B, L) float32            r_tm1, received with the step into o_t
 
 The Learner transposes to time-major, preprocesses frames (PlaNet's 5-bit depth with
-dequantisation noise), and applies the loss of learner/losses.py.
+dequantisation noise), and applies the loss of the model's family (learner/objectives.py: PlaNet's
+ELBO of learner/losses.py for latent-state families, teacher forcing for ar, chunks packed into
+jumps of ``model.jump`` agent steps for a jumpy model).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 
 from common.config import Config
 from common.envs.preprocess import preprocess_observation
-from learner.losses import world_model_loss
+from learner.objectives import model_loss
 from learner.world_model import WorldModel, one_hot_actions
 
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
@@ -97,7 +99,7 @@ class Learner:
         return metrics
 
     def _loss(self, observations, actions, rewards):
-        return world_model_loss(self.model, observations, actions, rewards, self.cfg.loss, self.generator)
+        return model_loss(self.model, observations, actions, rewards, self.cfg.loss, self.generator)
 
     def _prepare(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Check shapes, move to the device, go time-major, preprocess frames, one-hot discrete actions."""

@@ -2,7 +2,12 @@
 
 A state holds the deterministic path h (D) and the stochastic one s (Z) with the
 Gaussian that s was drawn from. Families without one of the paths carry it with
-size 0, so one interface serves rssm, deterministic and stochastic models.
+size 0, so one interface serves rssm, deterministic and stochastic models. Buesing
+et al.'s families use the same fields: dssm/sssm keep their (C, 8, 8) maps s_t and
+z_t flattened in deter and stoch (learner/ssm.py), the ar baseline keeps its last
+frames in deter (learner/autoregressive.py), and a jumpy model's actor belief packs
+j states and j-1 actions along the last dim (learner/jumpy.py). Every batch
+dimension stays in front, so indexing, repeating and stacking work for all of them.
 """
 
 from __future__ import annotations
@@ -64,11 +69,16 @@ class PlanningModel(Protocol):
     """What a planner needs from a world model."""
 
     action_size: int
-    """A: size of the action vector the model takes (one-hot size for discrete actions)."""
+    """A: size of one agent step's action vector (one-hot size for discrete actions)."""
+
+    jump: int
+    """j: agent steps one transition covers (Buesing et al.'s jumpy models); planners take a model without it as 1."""
 
     def imagine_rewards(self, state: State, actions: torch.Tensor) -> torch.Tensor:
-        """Predicted mean rewards (H, N) of rolling the prior from ``state`` (batch N) under ``actions`` (H, N, A).
+        """Predicted mean rewards (H, N) of rolling the prior from ``state`` (batch N) under ``actions`` (H, N, j A).
 
-        rewards[k] is the reward predicted for the state reached after actions[k].
+        Each row of ``actions`` is one transition: the j actions of a jump concatenated in time order
+        (learner.jumpy.pack_actions), so H transitions cover H j agent steps. rewards[k] is the reward
+        predicted for the state reached after actions[k], summed over its jump.
         """
         ...

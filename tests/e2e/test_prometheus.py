@@ -65,9 +65,10 @@ def prometheus(tmp_path):
 
 
 def query(url: str, expr: str) -> list:
+    """The series ``expr`` had at any moment of the last 15 minutes (a finished run's series are stale now)."""
     for name, value in ALL.items():
         expr = expr.replace(name, value)
-    return get_json(f"{url}/api/v1/query?query={urllib.parse.quote(expr)}")["data"]["result"]
+    return get_json(f"{url}/api/v1/query?query={urllib.parse.quote(f'max_over_time(({expr})[15m:1s])')}")["data"]["result"]
 
 
 def test_prometheus_scrapes_a_run_and_every_dashboard_query_has_data(prometheus, tmp_path):
@@ -81,6 +82,7 @@ def test_prometheus_scrapes_a_run_and_every_dashboard_query_has_data(prometheus,
         [sys.executable, "-m", "cluster.cli", "train", "--preset", "dmc-cartpole-swingup+debug", "--actors", "2",
          "--budget-steps", "2400", "--run-dir", str(run_dir), "--metrics-port", str(metrics_port),
          "--set", "loss.overshooting_distance=2", "--set", "train.eval_every_env_steps=600",
+         "--set", "train.eval_episodes=1",
          "--set", "cluster.dashboard=false"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     exported: dict[str, set[str]] = {}
@@ -97,9 +99,10 @@ def test_prometheus_scrapes_a_run_and_every_dashboard_query_has_data(prometheus,
         if not status_lines and "orrery_learner_updates_total" in samples:
             status_lines = subprocess.run([sys.executable, "-m", "cluster.cli", "status"], capture_output=True,
                                           text=True, env=env, timeout=60).stdout
-        pending = {expr for expr in pending if not query(url, expr)}
     output = train.communicate(timeout=60)[0]
     assert train.returncode == 0, output[-3000:]
+    time.sleep(2)  # the last scrape
+    pending = {expr for expr in pending if not query(url, expr)}
     assert f"metrics: http://127.0.0.1:{metrics_port}/metrics" in output
     assert not pending, f"dashboard queries that never returned data: {sorted(pending)}"
     documented = readme_metrics()
