@@ -68,12 +68,6 @@ class ConvSSM(nn.Module):
         self.posterior_net = head(hidden + embed_channels, hidden, 2 * latent_channels)
         self.update = head(hidden + latent_channels, hidden, 2 * state_channels)
 
-    def initial(self, batch: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> State:
-        """The state before the first action: zero maps, with a unit std."""
-        zeros = lambda size: torch.zeros(batch, size, device=device, dtype=dtype)  # noqa: E731
-        return State(zeros(self.deter_size), zeros(self.stoch_size), zeros(self.stoch_size),
-                     torch.ones(batch, self.stoch_size, device=device, dtype=dtype))
-
     def step(self, state: State, action: torch.Tensor, embed: torch.Tensor | None = None,
              generator: torch.Generator | None = None) -> tuple[State, State | None]:
         """One transition from s_tm1 under a_tm1: the prior state at t, and the posterior one given e_t.
@@ -108,6 +102,7 @@ class ConvSSM(nn.Module):
 
     # The rollouts over T steps are the RSSM's own: they call only ``step`` and ``initial`` (read (h, s) in
     # their timing diagrams as (s, z) here). Borrowed, not copied, so that the two families cannot drift apart.
+    initial = RSSM.initial  # zero maps with a unit std: the same flattened (N, size) state as the RSSM's
     observe = RSSM.observe
     imagine = RSSM.imagine
     imagine_features = RSSM.imagine_features
