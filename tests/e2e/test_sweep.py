@@ -29,6 +29,15 @@ from cluster.sweeper import GROUP_PREFIX
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 PRESET = "dmc-cartpole-swingup+debug"
+
+
+def ray_cli() -> str:
+    """The `ray` CLI of this Python's environment (a virtualenv's bin/ need not be on PATH, as under `make test`)."""
+    beside = Path(sys.executable).with_name("ray")
+    return str(beside) if beside.exists() else shutil.which("ray") or "ray"
+
+
+RAY = ray_cli()
 # Short runs that still checkpoint early (every 5 updates) and run on for a while after it.
 RUN = ["--preset", PRESET, "--actors-per-run", "1", "--budget-steps", "2400", "--set", "train.checkpoint_every=5"]
 
@@ -54,7 +63,7 @@ class RayHead:
         for name in ("ray-client-server-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
                      "metrics-export-port", "runtime-env-agent-port", "node-manager-port", "object-manager-port"):
             ports[name] = free_port()
-        self.args = [shutil.which("ray") or str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
+        self.args = [RAY, "start", "--head", "--block",
                      f"--num-cpus={num_cpus}", "--num-gpus=0", f"--temp-dir={self.temp_dir}",
                      "--min-worker-port=0", "--max-worker-port=0", "--dashboard-host=127.0.0.1",
                      "--disable-usage-stats", *(f"--{name}={value}" for name, value in ports.items())]
@@ -184,7 +193,7 @@ def test_sweep_submitted_as_a_ray_job_survives_a_killed_learner_and_a_killed_run
     head_env, client = replay
     sweep_dir = tmp_path / "shared" / "runs" / "sw"
     runtime_env = json.dumps({"env_vars": {"ORRERY_HEAD_ENV": str(head_env)}})
-    submitted = head.run("ray", "job", "submit", "--address", head.dashboard, "--submission-id", "orrery-sweep-test",
+    submitted = head.run(RAY, "job", "submit", "--address", head.dashboard, "--submission-id", "orrery-sweep-test",
                          "--no-wait", "--runtime-env-json", runtime_env, "--", sys.executable,
                          str(ROOT / "cluster" / "submit.py"), "sweep", *RUN, "--seeds", "0:3", "--max-concurrent", "3",
                          "--sweep-dir", str(sweep_dir), timeout=120)
