@@ -87,6 +87,19 @@ def loss_scales(cfg: LossConfig) -> dict[str, float]:
             "global_kl": cfg.global_kl_scale}
 
 
+def weighted_total(terms: dict[str, torch.Tensor], scales: dict[str, float]
+                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """sum(scale * term) and its metrics (``learner/<name>_loss`` per term, ``learner/total_loss``).
+
+    The keys of ``terms`` and ``scales`` must be equal: a term without a scale, or the reverse, is a bug.
+    """
+    assert set(terms) == set(scales), f"loss terms {sorted(terms)} and scales {sorted(scales)} differ"
+    total = sum(scales[name] * value for name, value in terms.items())
+    metrics = {f"learner/{name}_loss": value.detach() for name, value in terms.items()}
+    metrics["learner/total_loss"] = total.detach()
+    return total, metrics
+
+
 def world_model_loss(model: WorldModel, observations: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor,
                      cfg: LossConfig, generator: torch.Generator | None = None
                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -116,11 +129,8 @@ def world_model_loss(model: WorldModel, observations: torch.Tensor, actions: tor
         "kl": kl,
         "global_kl": gaussian_kl(posterior.mean, posterior.std, zeros, torch.ones_like(zeros)).mean(),
     }
-    scales = loss_scales(cfg)
-    assert set(terms) == set(scales), f"loss terms {sorted(terms)} and scales {sorted(scales)} differ"
-    total = sum(scales[name] * value for name, value in terms.items())
-    metrics.update({f"learner/{name}_loss": value.detach() for name, value in terms.items()})
-    metrics["learner/total_loss"] = total.detach()
+    total, term_metrics = weighted_total(terms, loss_scales(cfg))
+    metrics.update(term_metrics)
     metrics["learner/prior_std"] = prior.std.detach().mean()
     metrics["learner/posterior_std"] = posterior.std.detach().mean()
     return total, terms, metrics

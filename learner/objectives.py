@@ -25,7 +25,7 @@ from torch import nn
 from common.config import LossConfig
 from learner.autoregressive import AutoregressiveModel
 from learner.jumpy import JumpyModel, pack_jumps
-from learner.losses import image_nll, reward_nll, world_model_loss
+from learner.losses import image_nll, reward_nll, weighted_total, world_model_loss
 from learner.state import State
 from learner.world_model import WorldModel
 
@@ -53,11 +53,7 @@ def autoregressive_loss(model: AutoregressiveModel, observations: torch.Tensor, 
     frames, predicted_rewards = model.teacher_forced(observations, actions)
     terms = {"image": image_nll(frames[1:], observations[1:].float()),
              "reward": reward_nll(predicted_rewards[1:], rewards[1:].float())}
-    scales = autoregressive_scales(cfg)
-    assert set(terms) == set(scales), f"loss terms {sorted(terms)} and scales {sorted(scales)} differ"
-    total = sum(scales[name] * value for name, value in terms.items())
-    metrics = {f"learner/{name}_loss": value.detach() for name, value in terms.items()}
-    metrics["learner/total_loss"] = total.detach()
+    total, metrics = weighted_total(terms, autoregressive_scales(cfg))
     return total, terms, metrics
 
 
@@ -92,11 +88,7 @@ def open_loop_loss(model: WorldModel, observations: torch.Tensor, actions: torch
     terms = {"image": image_nll(frames[:steps], observations.float()),
              "prediction": image_nll(frames[steps:], observations[context:].float()),
              "reward": reward_nll(model.predict_reward(both), torch.cat([rewards, rewards[context:]]))}
-    scales = open_loop_scales(cfg)
-    assert set(terms) == set(scales), f"loss terms {sorted(terms)} and scales {sorted(scales)} differ"
-    total = sum(scales[name] * value for name, value in terms.items())
-    metrics = {f"learner/{name}_loss": value.detach() for name, value in terms.items()}
-    metrics["learner/total_loss"] = total.detach()
+    total, metrics = weighted_total(terms, open_loop_scales(cfg))
     return total, terms, metrics
 
 
