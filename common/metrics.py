@@ -116,6 +116,8 @@ CATALOGUE: tuple[Metric, ...] = tuple(
         "replay/evictions": "Episodes evicted to keep within capacity (oldest first)",
         "replay/rejected": "Episodes rejected as invalid (wrong shapes, non-finite rewards, another task)",
         "replay/duplicates": "Episode writes ignored because the id was already stored (retries)",
+        "replay/corrupt_episodes": "Episodes found corrupt (checksum, truncated or missing data, bad metadata) "
+                                   "and taken out of service",
     })
     # ------------------------------------------------------------ driver and evaluation
     + _metrics("counter", (), {

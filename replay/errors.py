@@ -1,8 +1,11 @@
-"""Errors of the replay: each message names the problem and how to fix it, never a password."""
+"""Errors of the replay: each message names the problem and how to fix it, never a password or stored bytes."""
 
 from __future__ import annotations
 
 import redis
+
+MESSAGE_LIMIT = 300
+"""Most characters of a replay error message that quotes anything from outside (Redis replies, stored fields)."""
 
 
 class ReplayError(RuntimeError):
@@ -10,7 +13,7 @@ class ReplayError(RuntimeError):
 
 
 class ReplayConnectionError(ReplayError, ConnectionError):
-    """The Redis server cannot be reached, or the connection broke."""
+    """The Redis server cannot be reached, the connection broke, or the server is not ready (loading, busy)."""
 
 
 class ReplayAuthError(ReplayError):
@@ -32,3 +35,15 @@ class LimiterTimeout(ReplayError, TimeoutError):
 REDIS_DOWN = (ConnectionError, redis.ConnectionError, redis.TimeoutError)
 """What a restarting Redis raises: ReplayConnectionError from the replay's own calls, redis-py's errors from
 raw counter reads. Catch it to wait and reconnect."""
+
+NOT_READY = ("LOADING", "BUSY")
+"""Error replies of a server that is up but not ready (loading its append-only file, running a long script):
+retryable, so they surface as ReplayConnectionError."""
+
+
+def bounded(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """``text`` cut to at most ``limit`` characters, keeping both ends (the problem leads, the fix ends a message)."""
+    if len(text) <= limit:
+        return text
+    keep = (limit - 5) // 2
+    return f"{text[:keep]} ... {text[len(text) - (limit - 5 - keep):]}"

@@ -9,6 +9,8 @@ new ``head`` and the lengths of episodes past its old ``tail``): one small round
 An episode of T steps has T+1 frames and T+2-L valid starts for chunks of L frames
 (none when T+1 < L). Drawing a chunk uniformly over all starts of all episodes = drawing
 an integer below the total number of starts and locating it in the cumulative sums.
+A quarantined episode (corrupt data, taken out of service) keeps its place with the length
+``QUARANTINED`` = -1, which has no valid start, until FIFO eviction reaches it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ import numpy as np
 
 from replay.errors import ReplayEmptyError
 
+QUARANTINED = -1
+"""The length in the index of an episode taken out of service (no chunk starts in it)."""
+
 
 class ChunkIndex:
     """Stored episodes ``head .. head+n-1`` and their lengths T (agent steps); immutable."""
@@ -27,7 +32,7 @@ class ChunkIndex:
         self.head = head
         """Sequence number of the oldest stored episode."""
         self.steps = np.zeros(0, np.int64) if steps is None else np.asarray(steps, np.int64)
-        """(N,) T of episodes head .. tail."""
+        """(N,) T of episodes head .. tail (QUARANTINED for those out of service)."""
         self._cumulative: dict[int, np.ndarray] = {}
 
     @property
@@ -37,6 +42,15 @@ class ChunkIndex:
 
     def __len__(self) -> int:
         return len(self.steps)
+
+    @property
+    def live(self) -> int:
+        """Episodes in service (not quarantined)."""
+        return int((self.steps != QUARANTINED).sum())
+
+    def steps_of(self, seqs: np.ndarray) -> np.ndarray:
+        """T of each of the sequence numbers ``seqs`` (all within head .. tail)."""
+        return self.steps[np.asarray(seqs) - self.head]
 
     def updated(self, head: int, tail: int, first: int, new_steps: Sequence[int]) -> ChunkIndex:
         """The index after the server reported ``head``, ``tail`` and the lengths of ``first .. tail``.
@@ -71,9 +85,12 @@ class ChunkIndex:
         cumulative = self._cumulative_starts(length)
         total = int(cumulative[-1]) if len(cumulative) else 0
         if total == 0:
-            longest = int(self.steps.max()) + 1 if len(self.steps) else 0
+            if not self.live:
+                raise ReplayEmptyError("replay holds no episode yet; wait for the actors (the limiter's "
+                                       "min_size) before sampling")
+            longest = int(self.steps.max()) + 1
             raise ReplayEmptyError(
-                f"replay holds no chunk of {length} frames: {len(self.steps)} episode(s), the longest with "
+                f"replay holds no chunk of {length} frames: {self.live} episode(s), the longest with "
                 f"{longest} frames; wait for more episodes (the limiter's min_size) or sample shorter chunks")
         draws = rng.integers(0, total, size=count)
         episode = np.searchsorted(cumulative, draws, side="right")  # first cumulative > draw

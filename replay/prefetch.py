@@ -6,8 +6,11 @@
 
 Fetching is mostly socket reads that release the GIL, so the threads overlap with the
 learner's compute. A worker's exception (a lost server, a replay with no chunk of length L)
-is raised by the next ``get`` in the consumer, chained to the original. Sampling an empty
-replay is such an error: pass a limiter, whose ``min_size`` makes the workers wait for data.
+is raised by the next ``get`` in the consumer, chained to the original: a connection-class
+failure (anything in ``REDIS_DOWN``: Redis restarting, loading, unreachable) as
+ReplayConnectionError, so that a learner catching REDIS_DOWN can wait for the server and start
+a new Prefetcher; anything else as ReplayError. Sampling an empty replay is such an error:
+pass a limiter, whose ``min_size`` makes the workers wait for data.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from replay.errors import LimiterTimeout, ReplayError
+from replay.errors import REDIS_DOWN, LimiterTimeout, ReplayConnectionError, ReplayError, bounded
 from replay.limiter import SamplesPerInsert
 from replay.store import SequenceReplay
 
@@ -60,7 +63,8 @@ class Prefetcher:
         return self
 
     def get(self, timeout: float | None = None) -> dict[str, np.ndarray]:
-        """The next batch; raises a worker's error (ReplayError chained to it), or TimeoutError."""
+        """The next batch; raises a worker's error (chained to it: ReplayConnectionError for a connection-class
+        failure, ReplayError otherwise), or TimeoutError."""
         if not self._started:
             self.start()
         start = time.monotonic()
@@ -68,7 +72,11 @@ class Prefetcher:
         while True:
             if self._failure is not None:
                 error = self._failure
-                raise ReplayError(f"replay prefetch failed: {type(error).__name__}: {error}") from error
+                what = f"replay prefetch failed: {type(error).__name__}: {bounded(str(error), 200)}"
+                if isinstance(error, REDIS_DOWN):  # retryable: the learner waits for Redis (catch REDIS_DOWN)
+                    raise ReplayConnectionError(bounded(f"{what}; wait for Redis, then start a new Prefetcher")) \
+                        from error
+                raise ReplayError(bounded(what)) from error
             if self._stop.is_set() and self._queue.empty():
                 raise ReplayError("Prefetcher.get after stop()")
             remaining = _POLL if deadline is None else min(_POLL, deadline - time.monotonic())

@@ -34,6 +34,7 @@ from redis.backoff import ExponentialBackoff
 from redis.connection import parse_url
 from redis.retry import Retry
 
+from common.urls import redact
 from replay.errors import ReplayAuthError, ReplayConnectionError, ReplayError, ServerNotFoundError
 
 RAY_REDIS_PORT = 6379  # Ray's default GCS/Redis port: never take it
@@ -112,16 +113,6 @@ class Address:
         return redis.Redis(host=self.host, port=self.port, ssl=self.tls, **settings)
 
 
-def redact(url: str) -> str:
-    """``url`` with its password replaced by ``***``."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    netloc = f"{user}:***@{parts.netloc.rpartition('@')[2]}"
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-
-
 def connect(url_or_address: str | Address) -> redis.Redis:
     """A redis-py client that has answered PING; clear errors otherwise.
 
@@ -144,6 +135,9 @@ def check(client: redis.Redis, address: Address | None = None) -> None:
         if str(error).startswith(("NOAUTH", "WRONGPASS")):
             raise auth_error(address, error) from None
         raise
+    except redis.BusyLoadingError:
+        raise ReplayConnectionError(f"Redis at {address.where} is still loading its data (after a restart); wait "
+                                    f"and retry (catch replay.REDIS_DOWN)") from None
     except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
         raise ReplayConnectionError(
             f"cannot reach Redis at {address.where}: {_scrub(error, address)}; is it running? {_LOCAL_HINT}") from None

@@ -11,6 +11,9 @@ with 6-D actions. Prints one JSON line:
     sample_ms_median / _p90 {threads: ms}     per-batch latency with 1, 2, 4 sampler threads, each
                                               thread its own SequenceReplay (own connections)
     sample_batches_per_s {threads: n}         all threads together
+    checksum_ms_per_batch                     CPU time to hash one batch's rows (xxh3 per frame, the
+                                              small rows at once) outside the sampler; sample_ms_median
+                                              includes it, mostly overlapped with the server's sending
     redis_py_pipeline_ms_median               the same batch through a plain redis-py pipeline of
                                               GETRANGEs + np.stack (the baseline this replay beats)
     numpy_ring_ms_median                      the same batch gathered from an in-process ring buffer
@@ -36,11 +39,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from common.episode import Episode, EpisodeInfo  # noqa: E402
+from replay.checksum import frame_hashes, mix64  # noqa: E402
 from replay.server import EmbeddedRedis  # noqa: E402
+from replay.spec import ReplaySpec  # noqa: E402
 from replay.store import SequenceReplay  # noqa: E402
 from tests.synthetic import moving_square  # noqa: E402
 
 RUN = "bench-replay"
+SPEC = ReplaySpec("cheetah-run", (64, 64, 3), "<f4", (6,))
 
 
 def make_episode(index: int, steps: int, rng: np.random.Generator) -> Episode:
@@ -116,6 +122,21 @@ def numpy_ring(episodes: list[Episode], batch: int, length: int, repeats: int) -
     return timed(sample, repeats)
 
 
+def checksum_cost(episodes: list[Episode], batch: int, length: int, repeats: int) -> list[float]:
+    """What verifying one batch costs in CPU: every frame hashed, the small rows hashed at once."""
+    rows = batch * length
+    frames = np.concatenate([episode.observations for episode in episodes])[:rows].reshape(batch, -1)
+    small = [np.zeros((rows, width), np.uint8) for width in (SPEC.action_bytes, 4, 1)]  # a, r, d rows
+    views = [memoryview(frames[b]) for b in range(batch)]
+
+    def verify() -> None:
+        for view in views:
+            frame_hashes(view, SPEC.frame_bytes)
+        mix64(*small)
+
+    return timed(verify, repeats)
+
+
 def zlib_probe(batch: int, length: int) -> dict[str, float]:
     frames = moving_square(1, batch * length, seed=0)["observations"][0]  # flat colours: compresses well
     packed = [zlib.compress(frame.tobytes(), 1) for frame in frames]
@@ -143,7 +164,7 @@ def main() -> None:
         server = None if args.url else EmbeddedRedis(tmp).start()
         url = args.url or server.url
         try:
-            replay = SequenceReplay(url, RUN, capacity_steps=args.episodes * args.steps, seed=0)
+            replay = SequenceReplay(url, RUN, capacity_steps=args.episodes * args.steps, spec=SPEC, seed=0)
             start = time.perf_counter()
             for episode in episodes:
                 replay.add(episode)
@@ -164,6 +185,7 @@ def main() -> None:
             if server is not None:
                 server.stop()
     ring = numpy_ring(episodes, args.batch, args.length, args.batches)
+    checksum = checksum_cost(episodes, args.batch, args.length, args.batches)
     result = {
         "benchmark": "replay", "episodes": args.episodes, "steps_per_episode": args.steps, "frame": [64, 64, 3],
         "batch": args.batch, "length": args.length,
@@ -172,6 +194,7 @@ def main() -> None:
         "insert_episodes_per_s": round(args.episodes / insert_s, 1),
         "insert_mb_per_s": round(megabytes / insert_s, 1),
         "sample_ms_median": medians, "sample_ms_p90": p90s, "sample_batches_per_s": rates,
+        "checksum_ms_per_batch": round(statistics.median(checksum), 2),
         "redis_py_pipeline_ms_median": round(statistics.median(plain), 2),
         "numpy_ring_ms_median": round(statistics.median(ring), 2),
         **zlib_probe(args.batch, args.length),

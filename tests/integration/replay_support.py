@@ -15,9 +15,15 @@ import pytest
 
 from common.episode import Episode, EpisodeInfo
 from replay.server import EmbeddedRedis
+from replay.spec import ReplaySpec
 from replay.store import SequenceReplay
 
 FRAME = (4, 4, 3)
+TASK = "test-task"
+SPEC = ReplaySpec(TASK, FRAME, "<f4", (2,))
+"""The spec of make_episode's default episodes (continuous actions of size 2)."""
+DISCRETE_SPEC = ReplaySpec(TASK, FRAME, "<i8", ())
+"""The spec of make_episode(..., action_size=None)."""
 _runs = itertools.count()
 
 
@@ -36,7 +42,7 @@ def run_name(request) -> str:
 
 
 def make_episode(run: str, number: int, steps: int, *, frame=FRAME, action_size: int | None = 2,
-                 terminal: bool | None = None) -> Episode:
+                 terminal: bool | None = None, task: str = TASK) -> Episode:
     """Episode ``number`` of ``steps`` agent steps whose contents encode (number, step).
 
     ``action_size=None`` gives discrete actions; ``terminal`` defaults to odd numbers ending terminal.
@@ -55,7 +61,7 @@ def make_episode(run: str, number: int, steps: int, *, frame=FRAME, action_size:
     terminals = np.zeros(steps, bool)
     terminals[-1] = bool(number % 2) if terminal is None else terminal
     info = EpisodeInfo(run=run, actor=number % 7, seed=number, episode_id=f"{run}.ep{number:05d}",
-                       policy_version=0, task="test-task", env_steps=steps)
+                       policy_version=0, task=task, env_steps=steps)
     return Episode(observations=observations, actions=actions, rewards=rewards, terminals=terminals, info=info)
 
 
@@ -97,5 +103,7 @@ def check_batch(batch: dict[str, np.ndarray], episode_of, length: int) -> list[t
 
 
 def new_replay(server: EmbeddedRedis, run: str, **options) -> SequenceReplay:
+    """The replay of ``run`` as its driver creates it: capacity and a spec matching make_episode (SPEC)."""
     options.setdefault("capacity_steps", 100_000)
+    options.setdefault("spec", SPEC)
     return SequenceReplay(server.url, run, **options)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from replay import Prefetcher, SamplesPerInsert, SequenceReplay
-from tests.integration.replay_support import check_batch, make_episode
+from tests.integration.replay_support import SPEC, check_batch, make_episode
 
 WRITERS, PER_WRITER, CAPACITY = 4, 25, 300
 
@@ -38,7 +38,7 @@ def write_episodes(url: str, run: str, writer: int) -> list[int]:
 def test_four_writer_processes_and_a_sampler(redis_server):
     run = "concurrent"
     rebuild = lambda number: make_episode(run, number, steps_of(number))  # noqa: E731
-    with SequenceReplay(redis_server.url, run, capacity_steps=CAPACITY, seed=0) as sampler:
+    with SequenceReplay(redis_server.url, run, capacity_steps=CAPACITY, spec=SPEC, seed=0) as sampler:
         sampler.add(rebuild(1))  # something to sample from the start
         context = multiprocessing.get_context("spawn")
         with context.Pool(WRITERS) as pool:
@@ -74,7 +74,7 @@ def test_limiter_holds_the_ratio_through_redis(redis_server):
     """Two actor threads and a prefetching learner share only the replay's counters in Redis."""
     run = "limited"
     ratio, min_size, tolerance, steps, batch, length = 4.0, 30, 0.1, 10, 4, 5
-    with SequenceReplay(redis_server.url, run, capacity_steps=10_000, seed=1) as learner_replay:
+    with SequenceReplay(redis_server.url, run, capacity_steps=10_000, spec=SPEC, seed=1) as learner_replay:
         limiter = SamplesPerInsert(ratio, min_size, tolerance, counters=learner_replay)
         errors = []
 

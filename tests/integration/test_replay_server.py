@@ -15,7 +15,7 @@ from replay import (
 )
 from replay.server import RAY_REDIS_PORT, Address, redact
 from replay.wire import RespConnection
-from tests.integration.replay_support import check_batch, make_episode
+from tests.integration.replay_support import SPEC, check_batch, make_episode
 
 
 def test_embedded_server_is_private_and_persistent(redis_server):
@@ -40,7 +40,7 @@ def test_embedded_server_is_private_and_persistent(redis_server):
 def test_restart_reuses_password_port_and_data(tmp_path):
     with EmbeddedRedis(tmp_path) as server:
         first_url = server.url
-        with SequenceReplay(server.url, "restart", capacity_steps=100) as replay:
+        with SequenceReplay(server.url, "restart", capacity_steps=100, spec=SPEC) as replay:
             replay.add(make_episode("restart", 0, 3))
     with EmbeddedRedis(tmp_path) as server:  # a clean stop flushed the AOF
         assert server.url == first_url
@@ -93,7 +93,7 @@ def test_kill_9_loses_no_acknowledged_episode(tmp_path):
     run = "durable"
     episodes = {n: make_episode(run, n, 6 + n % 5) for n in range(12)}
     server = EmbeddedRedis(tmp_path).start()
-    replay = SequenceReplay(server.url, run, capacity_steps=1000)
+    replay = SequenceReplay(server.url, run, capacity_steps=1000, spec=SPEC)
     for episode in episodes.values():
         assert replay.add(episode)
     replay.sample(4, 3)
@@ -127,3 +127,26 @@ def test_one_server_per_directory_and_failed_starts_show_the_log(redis_server, t
         EmbeddedRedis(redis_server.dir.parent).start()
     with pytest.raises(ReplayError, match="exited with code 1 while starting; no log at"):
         EmbeddedRedis(tmp_path, binary="false").start()
+
+
+@pytest.mark.parametrize("window", [1, 3, 6, 50])
+def test_a_windowed_pipeline_answers_like_one_write(redis_server, window):
+    """Commands sent in groups ahead of the reader: the same replies, sinks and callback order as all at once."""
+    connection = RespConnection(redis_server.address)
+    big = bytes(range(256)) * 1024  # 256 KiB: read straight into its sink
+    connection.call("SET", "windowed:big", big)
+    commands = [("SET", f"windowed:{i}", i) if i % 3 else ("GETRANGE", "windowed:big", 0, len(big) - 1)
+                for i in range(20)] + [("GET", "windowed:missing"), ("INCR", "windowed:big")]
+
+    def run(window: int):
+        sinks = [memoryview(bytearray(len(big))) if command[0] == "GETRANGE" else None for command in commands]
+        order = []
+        callbacks = [lambda reply, i=i: order.append(i) for i in range(len(commands))]
+        replies = connection.pipeline(commands, sinks, callbacks, window=window)
+        return [str(r) if isinstance(r, Exception) else r for r in replies], order, \
+            [bytes(s) for s in sinks if s is not None]
+
+    one_write = run(0)
+    assert run(window) == one_write
+    assert one_write[1] == list(range(len(commands))) and all(part == big for part in one_write[2])
+    connection.close()

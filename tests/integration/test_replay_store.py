@@ -9,7 +9,7 @@ import pytest
 
 from common.episode import EpisodeError, encode
 from replay import Prefetcher, ReplayEmptyError, ReplayError, SequenceReplay
-from tests.integration.replay_support import check_batch, expected_chunk, make_episode, new_replay
+from tests.integration.replay_support import DISCRETE_SPEC, check_batch, expected_chunk, make_episode, new_replay
 
 
 def fill(replay: SequenceReplay, run: str, lengths) -> dict[int, object]:
@@ -68,7 +68,7 @@ def test_first_chunk_and_terminal_alignment(redis_server, run_name):
 
 
 def test_discrete_actions(redis_server, run_name):
-    with new_replay(redis_server, run_name) as replay:
+    with new_replay(redis_server, run_name, spec=DISCRETE_SPEC) as replay:
         episodes = {n: make_episode(run_name, n, 7, action_size=None) for n in range(3)}
         for episode in episodes.values():
             replay.add(episode)
@@ -151,7 +151,7 @@ def test_capacity_is_exact_with_fifo_eviction(redis_server, run_name, capacity):
             assert (stats["replay/episodes"], stats["replay/evictions"]) == (len(model), evictions)
         # nothing of an evicted episode is left behind
         keys = replay._client.keys(f"{replay.prefix}e:*")
-        assert len(keys) == 5 * len(model)
+        assert len(keys) == 6 * len(model)  # o, a, r, d, c, m
         assert replay.get_episode(f"{run_name}.ep00000") is None
         assert replay.add(make_episode(run_name, 0, 3)) is False  # evicted ids stay known: still idempotent
 

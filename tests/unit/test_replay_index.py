@@ -1,4 +1,5 @@
-"""The sampler's local index (uniform draws, updates under eviction) and the RESP reader, without Redis."""
+"""The sampler's local index (uniform draws, updates under eviction, quarantined episodes) and the RESP reader,
+without Redis."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import threading
 import numpy as np
 import pytest
 
-from replay.errors import ReplayConnectionError, ReplayEmptyError
-from replay.index import ChunkIndex
+from replay.errors import MESSAGE_LIMIT, REDIS_DOWN, ReplayConnectionError, ReplayEmptyError
+from replay.index import QUARANTINED, ChunkIndex
 from replay.server import Address
 from replay.wire import RespConnection, RespError, _pack
 
@@ -43,6 +44,18 @@ def test_updates_follow_appends_and_evictions():
 def test_empty_index_explains():
     with pytest.raises(ReplayEmptyError, match="no chunk of 4 frames: 2 episode\\(s\\), the longest with 3 frames"):
         ChunkIndex(1, np.array([1, 2])).draw(1, 4, np.random.default_rng(0))
+
+
+def test_quarantined_episodes_have_no_starts_and_are_never_drawn():
+    index = ChunkIndex(head=3, steps=np.array([4, QUARANTINED, 2, QUARANTINED]))
+    assert index.starts(1).tolist() == [5, 0, 3, 0] and index.live == 2 and len(index) == 4
+    seqs, _ = index.draw(10_000, 2, np.random.default_rng(1))
+    assert set(seqs.tolist()) == {3, 5}
+    assert index.steps_of(np.array([5, 3])).tolist() == [2, 4]
+    with pytest.raises(ReplayEmptyError, match="holds no episode yet"):
+        ChunkIndex(1, np.array([QUARANTINED, QUARANTINED])).draw(1, 1, np.random.default_rng(0))
+    with pytest.raises(ReplayEmptyError, match="no chunk of 6 frames: 2 episode"):
+        index.draw(1, 6, np.random.default_rng(0))
 
 
 def serve(replies: bytes, chunk: int) -> Address:
@@ -88,3 +101,40 @@ def test_pack_is_resp():
     assert _pack([("SET", b"k", 12)]) == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n12\r\n"
     with pytest.raises(TypeError):
         _pack([("SET", 1.5)])
+
+
+@pytest.mark.parametrize("reply", [b"-LOADING Redis is loading the dataset in memory\r\n",
+                                   b"-BUSY Redis is busy running a script. You can only call SCRIPT KILL\r\n"])
+def test_a_server_that_is_not_ready_raises_a_retryable_error(reply):
+    connection = RespConnection(Address(path="unused"))
+    connection._sock = serve(reply, 100)
+    with pytest.raises(ReplayConnectionError, match="is not ready.*wait and retry") as info:
+        connection.call("EVALSHA", "abc", 0)
+    assert isinstance(info.value, REDIS_DOWN) and len(str(info.value)) <= MESSAGE_LIMIT
+    connection._sock = serve(b"$1\r\nx\r\n" + reply, 100)  # in a pipeline too, after the replies are read
+    with pytest.raises(ReplayConnectionError, match="is not ready"):
+        connection.pipeline([("GET", "k"), ("GET", "k")])
+    connection._sock = serve(b"-ERR something else\r\n", 100)
+    with pytest.raises(RespError, match="ERR something else"):  # other errors stay errors
+        connection.call("GET", "k")
+
+
+def test_callbacks_run_as_each_reply_arrives():
+    big = bytes(range(256)) * 200
+    connection = RespConnection(Address(path="unused"))
+    connection._sock = serve(b"$3\r\nabc\r\n" + b"$%d\r\n" % len(big) + big + b"\r\n" + b":7\r\n", 1000)
+    sink = bytearray(len(big))
+    seen = []
+    got = connection.pipeline([("GET", "a"), ("GET", "b"), ("INCR", "c")], [None, memoryview(sink), None],
+                              [lambda reply: seen.append(("a", reply)),
+                               lambda reply: seen.append(("b", reply, bytes(sink) == big)), None])
+    assert seen == [("a", b"abc"), ("b", True, True)] and got == [b"abc", True, 7]
+
+    connection._sock = serve(b"$1\r\nx\r\n$1\r\ny\r\n", 100)
+
+    def fail(reply):
+        raise KeyError("from the callback")
+
+    with pytest.raises(KeyError, match="from the callback"):
+        connection.pipeline([("GET", "a"), ("GET", "b")], callbacks=[fail, None])
+    assert not connection.connected  # the second reply is unread: the stream position is lost
