@@ -8,9 +8,8 @@ node (``ray submit``), so on a cluster run it there: ``ray exec deploy/cluster.y
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
-from cluster.exporter import registered_targets, scrape, targets_dir
+from cluster.exporter import registered_targets, scrape, targets_dir, unregister
 
 
 def _value(samples: dict, name: str, default: float | None = None) -> float | None:
@@ -48,10 +47,13 @@ def statuses() -> list[dict]:
 
 
 def prune(rows: list[dict]) -> list[str]:
-    """Remove the registrations of runs that do not answer (their drivers were killed); returns their names."""
+    """Remove the registrations of runs that do not answer (their drivers were killed); returns their names.
+
+    Like reading (``registered_targets``), removal checks the directory first and never follows a link.
+    """
     gone = [row["run"] for row in rows if row["state"] != "running"]
     for run in gone:
-        Path(targets_dir() / f"{run}.json").unlink(missing_ok=True)
+        unregister(run)
     return gone
 
 

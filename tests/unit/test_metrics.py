@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -61,14 +62,25 @@ def test_dashboard_is_generated_and_refers_only_to_exported_metrics():
     assert rows == ["Run", "Actors", "Learner", "Replay"]
 
 
-def test_prometheus_config_scrapes_the_driver_registrations(monkeypatch):
+def render_prometheus_config(out: Path) -> dict:
+    """deploy/prometheus.yml as deploy/render-prometheus.sh writes it for this environment's user."""
+    subprocess.run([str(ROOT / "deploy" / "render-prometheus.sh"), str(out)], check=True, timeout=30)
+    return yaml.safe_load(out.read_text())
+
+
+@pytest.mark.parametrize("home", [None, "custom"])
+def test_prometheus_config_scrapes_the_driver_registrations(monkeypatch, tmp_path, home):
     from cluster.exporter import targets_dir
 
-    monkeypatch.delenv("ORRERY_HOME", raising=False)
-    config = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    if home is None:
+        monkeypatch.delenv("ORRERY_HOME", raising=False)  # the default: ~/.orrery
+    else:
+        monkeypatch.setenv("ORRERY_HOME", str(tmp_path / home))
+    config = render_prometheus_config(tmp_path / "prometheus.yml")
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     assert jobs["orrery"]["file_sd_configs"][0]["files"] == [str(targets_dir() / "*.json")]
     assert "ray" in jobs
+    assert "@" not in (tmp_path / "prometheus.yml").read_text().split("scrape_configs:")[1], "a placeholder is left"
 
 
 def families(collector: RunCollector) -> dict[str, list]:
