@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import time
 from pathlib import Path
 from typing import Mapping
@@ -22,6 +21,7 @@ from actors.actor import Actor
 from actors.rollout import random_policy, run_episode
 from common.config import Config
 from common.envs import make_env_from_config
+from common.fileio import write_atomic
 from common.images import comparison_grid, encode_png
 from learner.open_loop import predict_episode
 
@@ -78,9 +78,7 @@ def write_files(run_dir: Path, files: Mapping[str, bytes]) -> dict[str, str]:
     out = Path(run_dir) / "eval"
     out.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
-        tmp = out / f".{name}.tmp"
-        tmp.write_bytes(data)
-        os.replace(tmp, out / name)
+        write_atomic(out / name, data)
     return {"returns": str(out / "returns.json"), "gif": str(out / "open_loop.gif"), "png": str(out / "open_loop.png")}
 
 

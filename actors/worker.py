@@ -21,8 +21,8 @@ from common.config import from_yaml
 from common.episode import Episode
 from common.names import weight_store_name
 from learner.learner import resolve_precision
-from replay import REDIS_DOWN, LimiterTimeout, ReplayConnectionError, SamplesPerInsert, SequenceReplay
-
+from replay import REDIS_DOWN, LimiterTimeout, ReplayConnectionError, SamplesPerInsert
+from replay.reconnect import open_replay
 
 
 @ray.remote(max_retries=1)
@@ -57,7 +57,7 @@ class ActorWorker:
         self.store = ray.get_actor(weight_store_name(run))
         self.seed_episodes = seed_episodes
         self.redis_wait_s = redis_wait_s
-        self.replay = SequenceReplay(replay_url, run)
+        self.replay = open_replay(replay_url, run, wait_s=redis_wait_s)  # a restart may find Redis restarting too
         self.limiter = SamplesPerInsert.for_run(self.cfg, counters=self.replay)
         self.insert_wait_s = 0.0
         self.actor: Actor | None = None
@@ -128,7 +128,8 @@ class ActorWorker:
         deadline = time.monotonic() + self.redis_wait_s
         while True:
             try:
-                self._stored[episode.info.episode_id] = self.replay.add(episode)
+                self.replay.add(episode)  # False: a retry of a write that had landed; stored all the same
+                self._stored[episode.info.episode_id] = True
                 return
             except ReplayConnectionError:
                 if time.monotonic() > deadline:

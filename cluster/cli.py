@@ -24,12 +24,16 @@ from pathlib import Path
 from typing import Sequence
 
 from cluster.report import ReportError, write_report
+from cluster.resources import ResourceError
 from cluster.sweep import SweepError
 from common import config as config_lib
 from common.envs.tasks import UnknownTaskError, families_help
 from common.episode import EpisodeError
+from common.fileio import UnsafePathError, write_atomic
 
-USAGE_ERRORS = (config_lib.ConfigError, UnknownTaskError, EpisodeError, ReportError, SweepError)
+USAGE_ERRORS = (config_lib.ConfigError, UnknownTaskError, EpisodeError, ReportError, SweepError, ResourceError,
+                UnsafePathError)
+DEFAULT_PRESET = "dmc-cartpole-swingup"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -125,8 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default="dmc-cartpole-swingup",
-                        help="preset names joined by '+', e.g. dmc-cheetah-run+debug (see orrery presets)")
+    parser.add_argument("--preset", default=None,
+                        help=f"preset names joined by '+', e.g. dmc-cheetah-run+debug (see orrery presets; default "
+                             f"{DEFAULT_PRESET})")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config field, e.g. --set train.batch_size=16 (repeatable)")
     parser.add_argument("--seed", type=int, default=None, help="run seed (train.seed)")
@@ -149,6 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USAGE_ERRORS + _replay_errors() as error:
         print(f"orrery {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except _run_errors() as error:  # the run started and cannot go on: its files stay for --resume
+        print(f"orrery {args.command}: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"orrery {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -217,7 +225,7 @@ def cmd_rollout(args) -> int:
     cfg = _load(args)
     run_dir = args.run_dir or Path("runs") / time.strftime("rollout-%Y%m%d-%H%M%S")
     (run_dir / "episodes").mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(config_lib.to_yaml(cfg))
+    write_atomic(run_dir / "config.yaml", config_lib.to_yaml(config_lib.redacted(cfg)))
     run = run_dir.name
     seed = cfg.train.seed
     env = make_env_from_config(cfg.env, seed)
@@ -234,7 +242,7 @@ def cmd_rollout(args) -> int:
             seconds = time.perf_counter() - start
             progress.done()
             path = run_dir / "episodes" / f"{episode.info.episode_id}.ep"
-            _write_atomic(path, encode(episode))
+            write_atomic(path, encode(episode))
             returns.append(float(episode.rewards.sum()))
             total_steps += episode.info.env_steps
             total_seconds += seconds
@@ -253,6 +261,7 @@ def cmd_rollout(args) -> int:
 
 def cmd_train(args) -> int:
     from cluster.driver import Driver
+    from cluster.preflight import resume_config
 
     overrides = list(args.overrides)
     for flag, key in ((args.actors, "cluster.actors"), (args.envs_per_actor, "cluster.envs_per_actor"),
@@ -262,15 +271,14 @@ def cmd_train(args) -> int:
         if flag is not None:
             overrides.append(f"{key}={flag}")
     if args.resume:
-        saved = args.resume / "config.yaml"
-        if not saved.exists():
-            raise config_lib.ConfigError(f"--resume {args.resume}: no config.yaml there; is it a run directory?")
-        cfg = config_lib.apply_overrides(config_lib.from_yaml(saved.read_text()), overrides)
-        driver = Driver(cfg, args.resume, resume=True)
+        given = [flag for flag, value in (("--preset", args.preset), ("--run-dir", args.run_dir), ("--seed", args.seed))
+                 if value is not None]
+        driver = Driver(resume_config(args.resume, overrides, given), args.resume, resume=True)
     else:
-        cfg = config_lib.load_config(args.preset, overrides)
-        run_dir = args.run_dir or _runs_root() / f"{args.preset.replace('+', '-')}-{time.strftime('%Y%m%d-%H%M%S')}"
-        driver = Driver(cfg, run_dir, preset=args.preset)
+        preset = args.preset or DEFAULT_PRESET
+        cfg = config_lib.load_config(preset, overrides)
+        run_dir = args.run_dir or _runs_root() / f"{preset.replace('+', '-')}-{time.strftime('%Y%m%d-%H%M%S')}"
+        driver = Driver(cfg, run_dir, preset=preset)
     try:
         driver.run()
     except KeyboardInterrupt:
@@ -395,14 +403,22 @@ def cmd_sweep(args) -> int:
 # ---------------------------------------------------------------- helpers
 
 def _run_checkpoint(run_dir: Path) -> tuple[config_lib.Config, dict]:
-    """A run's saved config and its latest checkpoint; a usage error when either is missing."""
+    """A run's saved config and its latest usable checkpoint (checked against the run's model); usage errors else."""
+    from cluster.preflight import check_run_dir, saved_config
+    from common.envs import make_env_from_config
     from learner import checkpoint
+    from learner.world_model import WorldModel
 
-    saved = run_dir / "config.yaml"
-    if not saved.exists():
-        raise config_lib.ConfigError(f"{run_dir}: no config.yaml there; is it a run directory?")
-    cfg = config_lib.from_yaml(saved.read_text())
-    state = checkpoint.load(run_dir / "checkpoints")
+    check_run_dir(run_dir, resume=True)
+    cfg = saved_config(run_dir)
+    if not any((run_dir / "checkpoints" / name).exists() for name in (checkpoint.LATEST, checkpoint.PREVIOUS)):
+        raise config_lib.ConfigError(f"{run_dir}: no checkpoint in checkpoints/ yet")
+    probe = make_env_from_config(cfg.env, 0)
+    spec = probe.spec
+    probe.close()
+    model = WorldModel.from_config(cfg, spec.action.size)
+    state = checkpoint.load(run_dir / "checkpoints", check=lambda state: model.load_state_dict(state["model"]),
+                            warn=lambda line: print(f"warning: {line}", file=sys.stderr))
     if state is None:
         raise config_lib.ConfigError(f"{run_dir}: no checkpoint in checkpoints/ yet")
     return cfg, state
@@ -414,23 +430,26 @@ def _runs_root() -> Path:
 
 
 def _replay_errors() -> tuple:
-    """Replay errors a user can fix (unreachable Redis, wrong password), imported only when needed."""
+    """Errors a user can fix that live beside torch and Redis (unreachable Redis, wrong password, an unusable
+    checkpoint), imported only when a command fails."""
+    from learner.checkpoint import CheckpointError
     from replay import ReplayError
 
-    return (ReplayError,)
+    return (ReplayError, CheckpointError)
+
+
+def _run_errors() -> tuple:
+    """What stops a started run (a learner that cannot start), imported only when needed."""
+    from cluster.driver import RunError
+
+    return (RunError,)
 
 
 def _load(args) -> config_lib.Config:
     overrides = list(args.overrides)
     if args.seed is not None:
         overrides.append(f"train.seed={args.seed}")
-    return config_lib.load_config(args.preset, overrides)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    return config_lib.load_config(args.preset or DEFAULT_PRESET, overrides)
 
 
 class _Progress:

@@ -1,22 +1,29 @@
-"""The run driver: starts replay, learner, weight store and actors on Ray, watches the budget, shuts down.
+"""The run driver: checks, starts replay, learner, weight store and actors on Ray, watches the budget, shuts down.
 
     driver = Driver(cfg, run_dir)          # resume=True continues a run from its checkpoint and replay
     summary = driver.run()                 # blocks until the env-step budget is spent, then evaluates
 
-Local runs start Ray and an embedded Redis themselves; with ``cluster.address`` and
-``replay.url`` set they join a running cluster and its Redis. Every episode an actor acknowledges
-is counted once; actors and the learner that die are restarted by Ray and called again.
+The driver is the conductor; each part it conducts lives in its own module:
+
+    cluster/preflight.py   checks before anything starts (run directory, checkpoint): nothing is written until
+                           they pass
+    cluster/processes.py   Ray, the embedded Redis and the run's lock: started here, always stopped on the way out
+    cluster/ledger.py      counts, progress.json, the summary, the evaluation schedule (pure, no Ray)
+    cluster/telemetry.py   metrics.jsonl, the Prometheus endpoint, the status line
+
+Faults it rides out: an actor or learner process that dies is restarted by Ray and called again
+(a learner from its checkpoint); the embedded Redis is restarted on its append-only file when it
+stops (first thing every tick, before anyone is blamed for its absence), and learner and actors
+wait for it. What it does not ride out is reported in one line (RunError): a learner or actor that
+cannot even be constructed, a learner that keeps dying before its first update.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
 import threading
-import time
-from collections import deque
 from pathlib import Path
 from typing import Callable
 
@@ -24,272 +31,323 @@ import ray
 
 from actors.evaluator import describe, write_files
 from actors.worker import ActorWorker, evaluation_task
-from cluster.exporter import MetricsServer, RunCollector
-from cluster.runlog import MetricsLog, Progress
+from cluster import resources
+from cluster.exporter import registration_dir
+from cluster.ledger import LEARNER_GIVE_UP, SUMMARY, EvalSchedule, RunLedger
+from cluster.preflight import RunDirError, check_run_dir, verify_checkpoint
+from cluster.processes import RunProcesses
+from cluster.telemetry import Telemetry
 from cluster.weight_store import WeightStore
-from common.config import Config, ConfigError, to_yaml
+from common.config import Config, redacted, to_yaml
 from common.envs import make_env_from_config
+from common.fileio import write_atomic
 from common.names import weight_store_name
 from learner import checkpoint
 from learner.worker import LearnerWorker
-from replay import REDIS_DOWN, EmbeddedRedis, SequenceReplay
+from replay import REDIS_DOWN, ReplaySpec, SequenceReplay
 
-PROGRESS = "progress.json"
+Placement = Callable[[str, int], dict]
 
 
-@dataclasses.dataclass
-class RunState:
-    """What survives a driver restart (RUN_DIR/progress.json): counted env steps and sessions."""
-
-    env_steps: int = 0
-    episodes: int = 0
-    session: int = 0
+class RunError(RuntimeError):
+    """The run cannot go on; the message says why in one line."""
 
 
 class Driver:
     def __init__(self, cfg: Config, run_dir: str | os.PathLike, *, resume: bool = False,
                  log: Callable[[str], None] = print, show_progress: bool = True, preset: str = "",
-                 placement: Callable[[str, int], dict] | None = None, threads: int | None = None):
+                 placement: Placement | None = None, threads: int | None = None, claim_wait_s: float = 0.0):
         """``log`` receives the driver's messages; ``show_progress`` prints the status line to stdout;
-        ``preset`` (the preset names the config came from) labels the run's metrics; ``placement(role,
-        index)`` gives extra Ray options for the "store", "learner" and each "actor" (a sweep pins them
-        to the bundles of the run's placement group, cluster/supervisor.py); ``threads``: torch threads per
-        learner and actor process (default: this node's cores shared among the run's processes)."""
-        self.cfg, self.run_dir, self.log, self.show_progress = cfg, Path(run_dir), log, show_progress
-        self.preset = preset
-        self.placement = placement or (lambda role, index: {})
-        self.threads = threads
+        ``preset`` (the preset names the config came from; a resumed run keeps its own) labels the run's
+        metrics; ``placement(role, index)`` gives extra Ray options for the "store", "learner" and each
+        "actor" (a sweep pins them to the bundles of the run's placement group, cluster/supervisor.py);
+        ``threads``: torch threads per learner and actor process (default: this node's cores shared among
+        the run's processes); ``claim_wait_s``: how long to wait for the run's lock (cluster/processes.py).
+
+        Checks the run directory and reads its progress; starts and writes nothing (``run`` does).
+        """
+        self.cfg, self.run_dir, self.resume, self.log = cfg, Path(run_dir), resume, log
         self.run_name = self.run_dir.name
-        self.state = RunState()
-        if resume:
-            saved = json.loads((self.run_dir / PROGRESS).read_text()) if (self.run_dir / PROGRESS).exists() else {}
-            self.state = RunState(**saved)
-            self.state.session += 1
-        elif (self.run_dir / PROGRESS).exists():
-            raise ConfigError(f"{self.run_dir} already holds a run; continue it with --resume {self.run_dir} "
-                              f"or choose another --run-dir")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(to_yaml(cfg))
-        self.acknowledged: set[str] = set()
-        self.returns: deque[float] = deque(maxlen=10)
-        self.actor_restarts = self.learner_restarts = self.lost_episodes = self.redis_restarts = 0
-        self.actor_stats = [{"actor/env_steps": 0, "actor/episodes": 0, "actor/restarts": 0, "actor/lost_episodes": 0}
-                            for _ in range(cfg.cluster.actors)]
-        self.collector = RunCollector({"run": self.run_name, "task": cfg.env.task, "seed": cfg.train.seed},
-                                      {"family": cfg.model.family, "preset": preset})
-        self.metrics_server: MetricsServer | None = None
-        self.random_returns: list[float] | None = None
-        self.started_at = time.time()
-        self.server: EmbeddedRedis | None = None
-        self._started_ray = False
+        check_run_dir(self.run_dir, resume=resume)
+        self.ledger = RunLedger.open(self.run_dir, cfg, resume=resume)
+        self.preset = preset or self.ledger.state.preset
+        self.ledger.state.preset = self.preset
+        self.placement = placement
+        self.threads = threads
+        self.show_progress = show_progress
+        self.processes = RunProcesses(self.run_dir, log=log, claim_wait_s=claim_wait_s)
+        self.telemetry: Telemetry | None = None
+        self.store = self.learner = None
+        self.actors: list = []
+        self.learner_metrics: dict = {}
+        self.random_returns: list[float] | None = None  # played once per run (same seed every time)
+        self.evaluating: tuple | None = None  # (task ref, env steps, weight version) of the evaluation in flight
+        self.learner_back = None  # after a learner death: resolves once Ray has restarted it
+
+    @property
+    def state(self):
+        """The run's counts (env steps, episodes, session): :class:`cluster.ledger.RunState`."""
+        return self.ledger.state
+
+    @property
+    def server(self):
+        """The embedded Redis (None with a cluster Redis)."""
+        return self.processes.redis
+
+    # ------------------------------------------------------------ the whole run
+
+    def run(self, on_tick: Callable[[Driver], None] | None = None) -> dict:
+        """Train until the budget is spent, then evaluate; ``on_tick(driver)`` runs about once a second."""
+        with self.processes:  # whatever was started is stopped again, however this ends
+            try:
+                self._start()
+                self._loop(on_tick)
+                return self._finish()
+            except KeyboardInterrupt:
+                if self.learner is not None:
+                    self.log("interrupted: saving the learner's final checkpoint (Ctrl-C again to abandon it)")
+                    try:
+                        ray.get(self.learner.stop.remote(), timeout=300)
+                    except ray.exceptions.RayError as error:
+                        self.log(f"no final checkpoint ({error.__class__.__name__}); the last periodic one stays")
+                raise
+            finally:
+                self._stop_workers()
 
     # ------------------------------------------------------------ start
 
-    def start(self) -> None:
+    def _start(self) -> None:
         cfg = self.cfg
         probe = make_env_from_config(cfg.env, cfg.train.seed)  # fails fast on an unknown task or a broken renderer
         self.spec = probe.spec
         probe.close()
-        if cfg.replay.url:
-            self.url = cfg.replay.url
-        else:
-            self.server = EmbeddedRedis(self.run_dir).start()
-            self.url = self.server.url
-        self.replay = SequenceReplay(self.url, self.run_name, capacity_steps=cfg.replay.capacity_steps)
-        dashboard = ""
-        if not ray.is_initialized():
-            needed = cfg.cluster.actors + 2
-            context = ray.init(address=cfg.cluster.address or None, include_dashboard=cfg.cluster.dashboard,
-                               log_to_driver=False,
-                               num_cpus=None if cfg.cluster.address else max(os.cpu_count() or 1, needed))
-            dashboard = context.dashboard_url or ""
-            self._started_ray = True
+        if cfg.cluster.metrics_port >= 0:
+            registration_dir()  # an unsafe ORRERY_HOME is refused before anything starts (UnsafePathError)
+        restored = None
+        if self.resume:
+            restored = verify_checkpoint(self.run_dir, cfg, self.spec, warn=self.log)
+            self.processes.claim()  # a live driver of this run is refused before Ray starts
+        self.processes.start_ray(cfg, cpus=cfg.cluster.actors + 1)
+        placement = self.placement or self._default_placement()
+        if self.placement is None:
+            self._check_resources()
+        self.processes.claim()
+        url = self.processes.start_replay(cfg)
+        self.replay = SequenceReplay(url, self.run_name, capacity_steps=cfg.replay.capacity_steps,
+                                     spec=ReplaySpec.for_env(self.spec))
+        if not self.resume and self.replay.stats().get("replay/inserts", 0):
+            raise RunDirError(f"the replay already holds episodes of a run named {self.run_name!r} (namespace "
+                              f"{self.replay.prefix}); a new run needs a name of its own: choose another --run-dir")
+        # Every check has passed: from here on the run exists on disk.
+        write_atomic(self.run_dir / "config.yaml", to_yaml(redacted(cfg)))
+        self.ledger.save(self.run_dir)
+        self.processes.record()
+        self.processes.commit()
         if threading.current_thread() is threading.main_thread():
             # SIGTERM (a scheduler, `ray job stop`, kill) stops the run as cleanly as Ctrl-C; set after
             # ray.init, which installs a handler of its own that would exit without a checkpoint.
             signal.signal(signal.SIGTERM, signal.default_int_handler)
-        self.store = WeightStore.options(name=weight_store_name(self.run_name), **self.placement("store", 0)).remote()
-        config_yaml = to_yaml(cfg)
+        self.telemetry = Telemetry(self.run_dir, cfg, self.preset, self.ledger, log=self.log,
+                                   show_progress=self.show_progress)
+        self.log(f"orrery train: run {self.run_name} in {self.run_dir} | {cfg.env.task} | {cfg.cluster.actors} actor(s) "
+                 f"x {cfg.cluster.envs_per_actor} env(s) | budget {cfg.train.budget_env_steps} env steps"
+                 + (f" | resumed at {self.state.env_steps} env steps"
+                    f"{'' if restored is None else f', checkpoint of {restored} updates'}" if self.resume else ""))
+        self.telemetry.open()
+        if self.processes.dashboard_url:
+            self.log(f"Ray dashboard: {self.processes.dashboard_url}")
+        self._launch(url, placement)
+
+    def _launch(self, url: str, placement: Placement) -> None:
+        cfg = self.cfg
+        config_yaml = to_yaml(redacted(cfg))  # workers get the replay URL apart from the config they may log
         threads = self.process_threads = self.threads or max(1, (os.cpu_count() or 1) // (cfg.cluster.actors + 1))
         gpu = self.gpu = ray.cluster_resources().get("GPU", 0) > 0
-        self.learner = LearnerWorker.options(num_gpus=cfg.cluster.learner_gpus if gpu else 0,
-                                             **self.placement("learner", 0)).remote(
-            config_yaml, self.spec.action.size, self.spec.action.discrete, str(self.run_dir), self.run_name, self.url,
-            threads)
+        cpus = {} if self.placement else {"num_cpus": resources.PROCESS_CPUS}  # a sweep's bundles hold them
+        self.store = WeightStore.options(name=weight_store_name(self.run_name), **placement("store", 0)).remote()
+        self.learner = LearnerWorker.options(num_gpus=cfg.cluster.learner_gpus if gpu else 0, **cpus,
+                                             **placement("learner", 0)).remote(
+            config_yaml, self.spec.action.size, self.spec.action.discrete, str(self.run_dir), self.run_name, url, threads)
+        self._wait_placed(self.learner, "the learner")  # first: actors that took its room would collect for nothing
         seeds_left = cfg.train.seed_episodes if self.state.session == 0 else 0
         shares = [seeds_left // cfg.cluster.actors + (i < seeds_left % cfg.cluster.actors)
                   for i in range(cfg.cluster.actors)]
-        self.actors = [ActorWorker.options(num_gpus=cfg.cluster.actor_gpus if gpu else 0,
-                                           **self.placement("actor", i)).remote(
-            config_yaml, i, self.run_name, self.state.session, self.url, shares[i], threads)
+        self.actors = [ActorWorker.options(num_gpus=cfg.cluster.actor_gpus if gpu else 0, **cpus,
+                                           **placement("actor", i)).remote(
+            config_yaml, i, self.run_name, self.state.session, url, shares[i], threads)
             for i in range(cfg.cluster.actors)]
-        self.incarnation = [0] * cfg.cluster.actors
-        self.metrics_log = MetricsLog(self.run_dir / "metrics.jsonl")
-        for index, stats in enumerate(self.actor_stats):  # every actor's counters exist from the start
-            self.collector.update(stats, actor=index)
-        if cfg.cluster.metrics_port >= 0:
-            self.metrics_server = MetricsServer(self.collector, self.run_name, host=cfg.cluster.metrics_host,
-                                                port=cfg.cluster.metrics_port)
-        self.log(f"orrery train: run {self.run_name} in {self.run_dir} | {cfg.env.task} | {cfg.cluster.actors} actor(s) x "
-                 f"{cfg.cluster.envs_per_actor} env(s) | budget {cfg.train.budget_env_steps} env steps"
-                 f"{' | resumed at ' + str(self.state.env_steps) if self.state.session else ''}")
-        if self.metrics_server is not None:
-            self.log(f"metrics: {self.metrics_server.url} (Prometheus; `orrery status` lists running runs)")
-        if dashboard:
-            self.log(f"Ray dashboard: http://{dashboard.removeprefix('http://')}")
+        # Resolves once Ray has placed the actor: one never placed is never waited for (see _loop).
+        self.placed = [actor.__ray_ready__.remote() for actor in self.actors]
+
+    def _wait_placed(self, handle, what: str, every_s: float = 30.0) -> None:
+        """Block until Ray has placed (and constructed) ``handle``, saying so every ``every_s`` seconds."""
+        ready, waited = handle.__ray_ready__.remote(), 0.0
+        while not ray.wait([ready], timeout=every_s)[0]:
+            waited += every_s
+            self.log(f"waiting {waited:.0f} s for Ray to place {what} (the cluster has "
+                     f"{resources.describe(ray.available_resources())} free)")
+        try:
+            ray.get(ready)
+        except ray.exceptions.RayActorError as error:
+            raise RunError(f"{what} cannot start: {_why(error)}") from None
+
+    def _default_placement(self) -> Placement:
+        """With an embedded (loopback) Redis on a multi-node cluster every process must run on this node."""
+        if self.cfg.replay.url or len([node for node in ray.nodes() if node.get("Alive")]) <= 1:
+            return lambda role, index: {}
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        strategy = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+        return lambda role, index: {"scheduling_strategy": strategy}
+
+    def _check_resources(self) -> None:
+        """Refuse a run the cluster can never hold, before anything launches; say so when it must wait for room."""
+        shapes = resources.node_shapes(ray.nodes(), resources.load_autoscaler_config())
+        bundles = resources.run_bundles(self.cfg, shapes)[1:]  # the learner and each actor (this driver is no Ray process)
+        if self.cfg.replay.url:
+            resources.check_feasible(bundles, "PACK", shapes, actors_flag="--actors")
+        else:  # its processes share this node with the embedded Redis
+            node_id = ray.get_runtime_context().get_node_id()
+            here = [resources.NodeShape("this node", dict(node["Resources"])) for node in ray.nodes()
+                    if node.get("NodeID") == node_id]
+            resources.check_feasible(bundles, "STRICT_PACK", here, actors_flag="--actors", where="this node")
+        need, free = resources.total(bundles), ray.available_resources()
+        if not resources.fits(need, free):
+            self.log(f"the run needs {resources.describe(need)}, the cluster has {resources.describe(free)} free: "
+                     f"its processes wait until Ray can place them")
 
     # ------------------------------------------------------------ the loop
 
-    def run(self, on_tick: Callable[[Driver], None] | None = None) -> dict:
-        """Train until the budget is spent, then evaluate; ``on_tick(driver)`` runs about once a second."""
-        try:
-            self.start()  # inside the try: whatever it started is stopped again if it fails half-way
-            self._loop(on_tick)
-            return self._finish()
-        except KeyboardInterrupt:
-            if getattr(self, "learner", None) is not None:
-                self.log("interrupted: saving the learner's final checkpoint (Ctrl-C again to abandon it)")
-                try:
-                    ray.get(self.learner.stop.remote(), timeout=300)
-                except ray.exceptions.RayError as error:
-                    self.log(f"no final checkpoint ({error.__class__.__name__}); the last periodic one stays")
-            raise
-        finally:
-            self.shutdown()
-
     def _loop(self, on_tick) -> None:
-        cfg = self.cfg
-        budget = cfg.train.budget_env_steps
-        progress = Progress(budget, enabled=self.show_progress)
+        cfg, ledger = self.cfg, self.ledger
         self.train_ref = self.learner.train.remote()
-        inflight = {self._collect(i): i for i in range(len(self.actors))} if self.state.env_steps < budget else {}
-        learner_metrics: dict = {}
+        # ref -> ("collect", actor): its collect() call; ("back", actor): the wait for a restarting actor to answer
+        inflight = {self._call("collect", i): ("collect", i) for i in range(len(self.actors))} \
+            if not ledger.budget_spent else {}
         metrics_ref = None
-        next_eval = self._next_eval()
-        evaluation = None  # (task ref, env steps, weight version) of the evaluation in flight
+        schedule = EvalSchedule(cfg.train.eval_every_env_steps, ledger.state.env_steps)
         while inflight:
+            if self.processes.keep_replay_up():  # first: learner and actors are waiting for it
+                ledger.redis_restarted()
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
             for ref in ready:
-                index = inflight.pop(ref)
-                try:
-                    self._account(index, ray.get(ref))
-                except ray.exceptions.RayActorError:  # the actor process died: Ray restarts it
-                    self.actor_restarts += 1
-                    self.lost_episodes += cfg.cluster.envs_per_actor
-                    self.actor_stats[index]["actor/restarts"] += 1
-                    self.actor_stats[index]["actor/lost_episodes"] += cfg.cluster.envs_per_actor
-                    self.collector.update(self.actor_stats[index], actor=index)
-                    self.incarnation[index] += 1
-                    self.log(f"actor {index} died; restarting it (incarnation {self.incarnation[index]})")
-                if self.state.env_steps < budget:
-                    inflight[self._collect(index)] = index
+                kind, index = inflight.pop(ref)
+                then = self._collected(index, ref) if kind == "collect" else self._returned(index, ref)
+                if not ledger.budget_spent:
+                    inflight[self._call(then, index)] = (then, index)
+            if ledger.budget_spent:
+                self._forget_unplaced(inflight)
             self._watch_learner()
             if metrics_ref is not None and ray.wait([metrics_ref], timeout=0)[0]:
                 try:
-                    learner_metrics = ray.get(metrics_ref)
+                    self.learner_metrics = ray.get(metrics_ref)
                 except ray.exceptions.RayActorError:
                     pass
                 metrics_ref = None
             if metrics_ref is None:
                 metrics_ref = self.learner.metrics.remote()
-            replay = self._replay_stats()
-            self.metrics_log.write(self.state.env_steps, {**learner_metrics, **replay, **self._driver_metrics()})
-            self._export(learner_metrics, replay)
-            self._show(progress, learner_metrics, replay)
-            if evaluation is not None and ray.wait([evaluation[0]], timeout=0)[0]:
-                self._end_evaluation(*evaluation)
-                evaluation = None
-            if next_eval and self.state.env_steps >= next_eval and evaluation is None:
-                evaluation = self._start_evaluation(final=False)
-                next_eval = self._next_eval()
+            self.telemetry.tick(self.learner_metrics, self._replay_stats())
+            if self.evaluating is not None and ray.wait([self.evaluating[0]], timeout=0)[0]:
+                self._end_evaluation(*self.evaluating)
+                self.evaluating = None
+            if schedule.due(ledger.state.env_steps, busy=self.evaluating is not None):
+                self.evaluating = self._start_evaluation(final=False)
+                schedule.started(ledger.state.env_steps)
             if on_tick is not None:
                 on_tick(self)
-        self._show(progress, learner_metrics, self._replay_stats(), force=True)
-        progress.close()
-        if evaluation is not None:
-            self._end_evaluation(*evaluation)
+        self.telemetry.status(self.learner_metrics, self._replay_stats(), force=True)
+        if self.evaluating is not None:
+            self._end_evaluation(*self.evaluating)
+            self.evaluating = None
 
-    def _show(self, progress: Progress, learner: dict, replay: dict, force: bool = False) -> None:
-        progress.update(env_steps=self.state.env_steps, episodes=self.state.episodes,
-                        recent_return=sum(self.returns) / len(self.returns) if self.returns else None,
-                        updates=int(learner.get("learner/updates", 0)),
-                        updates_per_s=learner.get("learner/updates_per_s", 0.0),
-                        replay_steps=int(replay.get("replay/steps", 0)),
-                        version=int(learner.get("learner/policy_version", 0)), force=force)
+    def _call(self, kind: str, index: int):
+        """Actor ``index``'s next call: "collect" episodes, or wait until a restarting actor answers ("back")."""
+        if kind == "back":  # retried by Ray while the actor restarts (a plain call would fail at once)
+            return self.actors[index].pid.options(max_task_retries=-1).remote()
+        return self.actors[index].collect.remote(self.cfg.cluster.envs_per_actor, self.ledger.incarnation[index])
 
-    def _replay_stats(self) -> dict:
-        """replay/* metrics; while Redis is down, restart the embedded one and report nothing this tick.
-
-        The replay's client reconnects by itself once the server answers again.
-        """
-        if self.server is not None and not self.server.running:
-            self.redis_restarts += 1
-            self.log("the embedded Redis stopped; restarting it on the same data (AOF)")
-            self.server.start()
+    def _collected(self, index: int, ref) -> str:
+        """Count a finished collect() call; returns what to call next (an actor that died: wait for its restart)."""
         try:
-            return self.replay.stats()
-        except REDIS_DOWN:  # an external Redis that is still restarting: try again next tick
-            return {}
+            result = ray.get(ref)
+        except ray.exceptions.RayActorError as error:
+            if error.actor_init_failed:
+                raise RunError(f"actor {index} cannot start: {_why(error)}") from None
+            incarnation = self.ledger.actor_lost(index)
+            self.log(f"actor {index} died; Ray restarts it (incarnation {incarnation})")
+            self.telemetry.episodes([], index)
+            return "back"
+        except ray.exceptions.RayTaskError as error:
+            if not isinstance(_cause(error), REDIS_DOWN):
+                raise
+            incarnation = self.ledger.actor_lost(index)
+            self.log(f"actor {index} lost its episodes: the replay stayed unreachable ({_why(error)}); calling it "
+                     f"again (incarnation {incarnation})")
+            self.telemetry.episodes([], index)
+            return "collect"
+        self.telemetry.episodes(self.ledger.record(index, result), index)
+        self.ledger.save(self.run_dir)
+        return "collect"
 
-    def _collect(self, index: int):
-        return self.actors[index].collect.remote(self.cfg.cluster.envs_per_actor, self.incarnation[index])
+    def _returned(self, index: int, ref) -> str:
+        """A restarted actor answers again (or cannot start: RunError)."""
+        try:
+            ray.get(ref)
+        except ray.exceptions.RayActorError as error:
+            raise RunError(f"actor {index} cannot start again after dying: {_why(error)}") from None
+        return "collect"
 
-    def _account(self, index: int, result: dict) -> None:
-        stats = self.actor_stats[index]
-        for episode in result["episodes"]:
-            if episode["stored"]:
-                self.acknowledged.add(episode["id"])
-            self.state.env_steps += episode["env_steps"]
-            self.state.episodes += 1
-            self.returns.append(episode["return"])
-            stats["actor/env_steps"] += episode["env_steps"]
-            stats["actor/episodes"] += 1
-            stats.update({"actor/return": episode["return"], "actor/length": episode["length"]})
-            self.metrics_log.write(self.state.env_steps, {
-                "actor/return": episode["return"], "actor/length": episode["length"],
-                "actor/policy_version": episode["policy_version"], **result["metrics"]},
-                actor=index, episode=episode["id"], seed=episode["seed"], stored=episode["stored"])
-        stats.update(result["metrics"])
-        self.collector.update(stats, actor=index)
-        tmp = self.run_dir / f".{PROGRESS}.tmp"
-        tmp.write_text(json.dumps(dataclasses.asdict(self.state)))
-        os.replace(tmp, self.run_dir / PROGRESS)
+    def _forget_unplaced(self, inflight: dict) -> None:
+        """The budget is spent: an actor Ray never placed (no room on the cluster), or one still restarting, has
+        nothing to finish."""
+        for ref, (kind, index) in list(inflight.items()):
+            if kind == "back":
+                del inflight[ref]
+            elif not ray.wait([self.placed[index]], timeout=0)[0]:
+                del inflight[ref]
+                ray.kill(self.actors[index])
+                self.log(f"actor {index} was never placed (the cluster had no room for it); not waiting for it")
 
     def _watch_learner(self) -> None:
-        """A learner whose train() ended by dying is restarted by Ray from its checkpoint: call train() again."""
+        """A learner whose train() ended by dying is restarted by Ray from its checkpoint: once it answers again,
+        call train() again."""
+        if self.learner_back is not None:
+            if not ray.wait([self.learner_back], timeout=0)[0]:
+                return
+            try:
+                ray.get(self.learner_back)
+            except ray.exceptions.RayActorError as error:
+                raise RunError(f"the learner cannot start again after dying: {_why(error)}") from None
+            self.learner_back = None
+            self.train_ref = self.learner.train.remote()
+            return
         if not ray.wait([self.train_ref], timeout=0)[0]:
             return
         try:
             ray.get(self.train_ref)
-        except ray.exceptions.RayActorError:
-            self.learner_restarts += 1
+        except ray.exceptions.RayActorError as error:
+            if error.actor_init_failed:
+                raise RunError(f"the learner cannot start: {_why(error)}") from None
+            if self.ledger.learner_died(int(self.learner_metrics.get("learner/updates", -1))):
+                raise RunError(f"the learner died {LEARNER_GIVE_UP} times in a row without completing an update "
+                               f"({_why(error)}); see its log under Ray's session directory") from None
             self.log("learner died; Ray restarts it from its last checkpoint")
-        # Any other error of train() is a bug, not a fault to ride out: ray.get raised it above.
+            self.learner_back = self.learner.pid.options(max_task_retries=-1).remote()  # answers once it is back
+            return
+        except ray.exceptions.RayTaskError as error:
+            if not isinstance(_cause(error), REDIS_DOWN):
+                raise  # any other error of train() is a bug, not a fault to ride out
+            self.log(f"the learner lost the replay ({_why(error)}); calling it again")
         self.train_ref = self.learner.train.remote()
 
-    def _export(self, learner: dict, replay: dict) -> None:
-        """The tick's numbers to the Prometheus collector (actors are updated as they report)."""
-        self.collector.update({**learner, **replay, **self._driver_metrics()})
-        published = learner.get("learner/policy_version")
-        for index, stats in enumerate(self.actor_stats):
-            if published is not None and "actor/policy_version" in stats:
-                lag = max(0, published - stats["actor/policy_version"])
-                self.collector.update({"actor/policy_lag": lag}, actor=index)
+    def _replay_stats(self) -> dict:
+        """replay/* metrics; nothing this tick while Redis is down (it is restarted at the next tick's start)."""
+        try:
+            return self.replay.stats()
+        except REDIS_DOWN:
+            return {}
 
-    def _driver_metrics(self) -> dict:
-        return {"driver/env_steps": self.state.env_steps, "driver/budget_env_steps": self.cfg.train.budget_env_steps,
-                **({"driver/recent_return": sum(self.returns) / len(self.returns)} if self.returns else {}),
-                "driver/start_time_s": self.started_at,
-                "driver/episodes": self.state.episodes, "driver/actor_restarts": self.actor_restarts,
-                "driver/learner_restarts": self.learner_restarts, "driver/lost_episodes": self.lost_episodes,
-                "driver/redis_restarts": self.redis_restarts,
-                "driver/acknowledged_episodes": len(self.acknowledged)}
-
-    def _next_eval(self) -> int:
-        every = self.cfg.train.eval_every_env_steps
-        return (self.state.env_steps // every + 1) * every if every else 0
-
-    # ------------------------------------------------------------ the end
+    # ------------------------------------------------------------ evaluation and the end
 
     def _start_evaluation(self, final: bool) -> tuple | None:
         """Launch an evaluation task (training goes on meanwhile): (ref, env steps, version), or None.
@@ -299,9 +357,9 @@ class Driver:
         that a sweep's placement group has reserved.
         """
         if final:
-            state = checkpoint.load(self.run_dir / "checkpoints")
+            state = checkpoint.load(self.run_dir / "checkpoints", warn=self.log)
             if state is None:
-                raise RuntimeError(f"no checkpoint in {self.run_dir / 'checkpoints'} to evaluate")
+                raise RunError(f"no checkpoint in {self.run_dir / 'checkpoints'} to evaluate")
             weights, version = state["model"], state["updates"]
         else:
             published = ray.get(self.store.newer_than.remote(-2))
@@ -310,7 +368,7 @@ class Driver:
                 return None
             version, (weights,) = published  # an ObjectRef: the task receives the weights themselves
         ref = evaluation_task.options(num_cpus=0, num_gpus=self.cfg.cluster.actor_gpus if self.gpu else 0).remote(
-            to_yaml(self.cfg), weights, version, episodes=self.cfg.train.eval_episodes,
+            to_yaml(redacted(self.cfg)), weights, version, episodes=self.cfg.train.eval_episodes,
             seed=10_000 + self.state.session, run=self.run_name, env_steps=self.state.env_steps,
             threads=self.process_threads, random_returns=self.random_returns)
         return ref, self.state.env_steps, version
@@ -322,47 +380,57 @@ class Driver:
         except ray.exceptions.RayError as error:
             if final:
                 raise
-            self.log(f"eval at {env_steps} env steps failed: {error.__class__.__name__}: {str(error)[:300]}")
+            self.log(f"eval at {env_steps} env steps failed: {_why(error)}")
             return {}
         files = write_files(self.run_dir, result["files"])
         summary = result["summary"]
         self.random_returns = summary["random_returns"]  # same seed every time: play the random baseline once
-        evaluation = {"eval/return_mean": summary["return_mean"], "eval/return_std": summary["return_std"],
-                      "eval/random_return_mean": summary["random_return_mean"],
-                      "eval/random_return_std": summary["random_return_std"], "eval/policy_version": version}
-        self.metrics_log.write(env_steps, evaluation)
-        self.collector.update({**evaluation, "eval/env_steps": env_steps})
+        self.telemetry.evaluation(env_steps, {
+            "eval/return_mean": summary["return_mean"], "eval/return_std": summary["return_std"],
+            "eval/random_return_mean": summary["random_return_mean"],
+            "eval/random_return_std": summary["random_return_std"], "eval/policy_version": version})
         self.log(f"eval at {env_steps} env steps (weights v{version}): {describe(summary)}")
         return {**summary, "files": files}
 
     def _finish(self) -> dict:
-        final = ray.get(self.learner.stop.remote())
+        final = ray.get(self.learner.stop.options(max_task_retries=-1).remote())  # (waits out a learner restart)
         try:
             ray.get(self.train_ref, timeout=60)
         except ray.exceptions.RayError:
             pass
         evaluation = self._end_evaluation(*self._start_evaluation(final=True), final=True)
-        summary = {"run_dir": str(self.run_dir), "env_steps": self.state.env_steps, "episodes": self.state.episodes,
-                   "updates": int(final.get("learner/updates", 0)), "acknowledged_episodes": len(self.acknowledged),
-                   **self._driver_metrics(), "eval": evaluation}
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        summary = self.ledger.summary(self.run_dir, final.get("learner/updates", 0), evaluation,
+                                      self.telemetry.started_at)
+        write_atomic(self.run_dir / SUMMARY, json.dumps(summary, indent=2))
         self.log(f"done: {summary['env_steps']} env steps, {summary['episodes']} episodes, {summary['updates']} "
                  f"updates; eval return {evaluation['return_mean']:.1f} (random {evaluation['random_return_mean']:.1f})")
         self.log(f"results: {self.run_dir}/ (metrics.jsonl, checkpoints/latest.pt, eval/returns.json, "
                  f"eval/open_loop.gif, summary.json)")
         return summary
 
-    def shutdown(self) -> None:
-        for handle in getattr(self, "actors", []) + [getattr(self, "learner", None), getattr(self, "store", None)]:
-            if handle is not None:
-                ray.kill(handle)
-        if getattr(self, "metrics_log", None):
-            self.metrics_log.close()
-        if self.metrics_server is not None:
-            self.metrics_server.stop()
-        if getattr(self, "replay", None):
-            self.replay.close()
-        if self._started_ray:
-            ray.shutdown()
-        if self.server is not None:
-            self.server.stop()
+    def _stop_workers(self) -> None:
+        if ray.is_initialized():
+            for handle in [*self.actors, self.learner, self.store]:
+                if handle is not None:
+                    ray.kill(handle)
+        if self.telemetry is not None:
+            self.telemetry.close()
+        replay = getattr(self, "replay", None)
+        if replay is not None:
+            replay.close()
+
+
+def _cause(error: BaseException) -> BaseException:
+    """The exception a Ray task raised (RayTaskError carries it as ``cause``)."""
+    return getattr(error, "cause", None) or error
+
+
+def _why(error: BaseException, limit: int = 300) -> str:
+    """One line on why a Ray call failed: the last ``Type: message`` line of its cause, bounded."""
+    cause = _cause(error)
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    described = [line for line in lines if ":" in line and line.split(":")[0].replace(".", "").isidentifier()]
+    text = described[-1] if described else (lines[-1] if lines else type(cause).__name__)
+    if not described and not text.startswith(type(cause).__name__):
+        text = f"{type(cause).__name__}: {text}"
+    return text[:limit]

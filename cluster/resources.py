@@ -27,7 +27,6 @@ from typing import Iterable, Mapping
 
 import yaml
 
-from cluster.sweep import SweepError
 from common.config import Config
 
 DRIVER_SLOT = "orrery_driver"
@@ -84,30 +83,39 @@ def fits(need: Mapping[str, float], offer: Mapping[str, float]) -> bool:
     return all(offer.get(key, 0.0) + 1e-9 >= value for key, value in need.items())
 
 
-def check_feasible(bundles: list[dict[str, float]], how: str, shapes: list[NodeShape]) -> None:
-    """Raise SweepError when no node (present or that the autoscaler may start) could ever hold a run."""
+class ResourceError(ValueError):
+    """A run that no node (present, or that the autoscaler may start) could ever hold; the message names the fix."""
+
+
+def check_feasible(bundles: list[dict[str, float]], how: str, shapes: list[NodeShape], *,
+                   actors_flag: str = "--actors-per-run", where: str = "one node") -> None:
+    """Raise ResourceError when no node (present or that the autoscaler may start) could ever hold a run.
+
+    ``actors_flag`` names the option that sets the run's actors (train: --actors, sweep: --actors-per-run);
+    ``where`` the node a STRICT_PACK run must fit on.
+    """
     known = [shape for shape in shapes if shape.known]
     if len(known) < len(shapes):
         return  # a node type with auto-detected resources: Ray may know better than this check
     need = total(bundles)
-    most = _describe({key: max((shape.resources.get(key, 0.0) for shape in known), default=0.0) for key in need})
+    most = describe({key: max((shape.resources.get(key, 0.0) for shape in known), default=0.0) for key in need})
     for bundle in bundles:
         if not any(fits(bundle, shape.resources) for shape in known):
-            raise SweepError(f"a run needs a node with {_describe(bundle)} for one process, but no node can have "
-                             f"that (the most any node has: {most}); lower cluster.learner_gpus / "
-                             f"cluster.actor_gpus or add such a node type")
+            raise ResourceError(f"a run needs a node with {describe(bundle)} for one process, but no node can have "
+                                f"that (the most any node has: {most}); lower cluster.learner_gpus / "
+                                f"cluster.actor_gpus or add such a node type")
     if how == "STRICT_PACK":
         if not any(fits(need, shape.resources) for shape in known):
-            raise SweepError(f"a run needs {_describe(need)} on one node ({len(bundles) - 2} actor(s); without "
-                             f"--redis its embedded replay is on loopback, so the whole run shares a node), but "
-                             f"no node has that (the most any node has: {most}); lower --actors-per-run or pass "
-                             f"the cluster's replay URL with --redis")
+            raise ResourceError(f"a run needs {describe(need)} on {where} (one CPU for the learner and for each "
+                                f"actor; without --redis its embedded replay is on loopback, so the whole run shares "
+                                f"a node), but {'it' if where != 'one node' else 'no node'} has that (the most any "
+                                f"node has: {most}); lower {actors_flag} or pass the cluster's replay URL with --redis")
     else:
         capacity = total({key: value * shape.count for key, value in shape.resources.items()} for shape in known)
         if not fits(need, capacity):
-            raise SweepError(f"a run needs {_describe(need)} in all, more than the whole cluster can ever have "
-                             f"({_describe({k: capacity.get(k, 0.0) for k in need})}); lower --actors-per-run or "
-                             f"raise the autoscaler's max_workers")
+            raise ResourceError(f"a run needs {describe(need)} in all, more than the whole cluster can ever have "
+                                f"({describe({k: capacity.get(k, 0.0) for k in need})}); lower {actors_flag} or "
+                                f"raise the autoscaler's max_workers")
 
 
 def node_shapes(nodes: list[dict], autoscaler_config: dict | None) -> list[NodeShape]:
@@ -133,10 +141,11 @@ def load_autoscaler_config(path: str | None = None) -> dict | None:
     try:
         return yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
-        raise SweepError(f"{path}: not a readable cluster config ({error})") from None
+        raise ResourceError(f"{path}: not a readable cluster config ({error})") from None
 
 
-def _describe(resources: Mapping[str, float]) -> str:
+def describe(resources: Mapping[str, float]) -> str:
+    """``2 CPU, 1 GPU``: the resources that matter to a run, for messages."""
     parts = [f"{value:g} {key}" for key, value in sorted(resources.items())
              if key in ("CPU", "GPU", DRIVER_SLOT) or not key.startswith(("node:", "memory", "object_store"))]
     return ", ".join(parts) or "nothing"

@@ -17,7 +17,6 @@ and no other process can take it.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
@@ -28,7 +27,10 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from cluster.driver import Driver
 from cluster.resources import PROCESS_CPUS, bundle_index
 from common.config import from_yaml
-from replay import Address
+
+
+CLAIM_WAIT_S = 120.0
+"""How long a retried run waits for its lock (NFSv4 releases a lost client's locks after its lease, ~90 s)."""
 
 
 @ray.remote(max_restarts=0, max_concurrency=2)
@@ -44,10 +46,11 @@ class RunSupervisor:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.run_dir / "driver.log", "a", buffering=1)
         try:
-            if not self.cfg.replay.url:
-                stop_orphan_redis(self.run_dir, self.log)
+            # An earlier attempt's leftovers (its embedded Redis) are stopped by the Driver once it holds the
+            # run's lock; on a shared disk the lock of a lost node is released when its lease runs out.
             driver = Driver(self.cfg, self.run_dir, resume=self.resume, log=self.log, show_progress=False,
-                            preset=self.preset, placement=self.placement, threads=max(1, int(PROCESS_CPUS)))
+                            preset=self.preset, placement=self.placement, threads=max(1, int(PROCESS_CPUS)),
+                            claim_wait_s=CLAIM_WAIT_S)
             try:
                 return driver.run(on_tick=self._check_stop)
             except KeyboardInterrupt:  # raised by _check_stop: the Driver saved a final checkpoint and shut down
@@ -71,39 +74,3 @@ class RunSupervisor:
     def _check_stop(self, driver: Driver) -> None:
         if self._stop.is_set():
             raise KeyboardInterrupt  # the Driver's Ctrl-C path: final checkpoint, then shutdown
-
-
-def stop_orphan_redis(run_dir: Path, log=print, timeout: float = 30.0) -> None:
-    """Shut down the embedded Redis a killed earlier attempt of this run left running, so the retry can start its own.
-
-    Only one supervisor of a run lives at a time (the sweep starts the next after the last one
-    ended), so a server that answers on the run's port with the run's directory is an orphan.
-    SHUTDOWN makes it write its append-only file first: nothing acknowledged is lost.
-    """
-    redis_dir = run_dir / "redis"
-    try:
-        port = int((redis_dir / "port").read_text())
-        password = (redis_dir / "password").read_text().strip()
-    except (OSError, ValueError):
-        return
-    import redis
-
-    client = Address(host="127.0.0.1", port=port, password=password).client(socket_connect_timeout=0.5,
-                                                                             socket_timeout=5.0)
-    try:
-        if client.config_get("dir").get("dir") != str(redis_dir.resolve()):
-            return
-        pid = client.info("server").get("process_id")
-        log(f"stopping the embedded Redis (pid {pid}) an earlier attempt of this run left running")
-        client.shutdown()
-    except (redis.RedisError, OSError):
-        return  # nothing answers there, or the shutdown closed the connection
-    finally:
-        client.close()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(int(pid), 0)
-        except (OSError, TypeError, ValueError):
-            return
-        time.sleep(0.1)

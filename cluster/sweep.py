@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Sequence
 
 from common import config as config_lib
 from common.envs.tasks import default_action_repeat, parse_task
+from common.fileio import write_atomic
 
 SPEC_FILE = "sweep.json"
 SUMMARY_FILE = "summary.json"
@@ -161,10 +161,19 @@ class SweepState:
     @classmethod
     def load(cls, sweep_dir: Path) -> SweepState:
         path = Path(sweep_dir) / SPEC_FILE
-        if not path.exists():
+        if not path.is_file():
             raise SweepError(f"--resume {sweep_dir}: no {SPEC_FILE} there; is it a sweep directory?")
-        data = json.loads(path.read_text())
-        return cls(Path(sweep_dir), SweepSpec.from_dict(data["spec"]), data["runs"])
+        try:
+            data = json.loads(path.read_text())
+            spec = SweepSpec.from_dict(data["spec"])
+            runs = data["runs"]
+            if not isinstance(runs, dict) or not all(isinstance(run, dict) and isinstance(run.get("state"), str)
+                                                     for run in runs.values()):
+                raise ValueError("runs")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            raise SweepError(f"{path} is damaged (not the sweep state orrery writes); restore it from a backup, or "
+                             f"start a new sweep (its finished runs' directories stay usable by orrery report)") from None
+        return cls(Path(sweep_dir), spec, runs)
 
     def plan(self) -> list[RunSpec]:
         return plan_runs(self.spec, self.sweep_dir.name)
@@ -178,10 +187,7 @@ class SweepState:
 
     def save(self) -> None:
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        path = self.sweep_dir / SPEC_FILE
-        tmp = path.with_name(f".{SPEC_FILE}.tmp")
-        tmp.write_text(json.dumps({"spec": self.spec.to_dict(), "runs": self.runs}, indent=2))
-        os.replace(tmp, path)
+        write_atomic(self.sweep_dir / SPEC_FILE, json.dumps({"spec": self.spec.to_dict(), "runs": self.runs}, indent=2))
 
     def count(self, state: str) -> int:
         return sum(run["state"] == state for run in self.runs.values())
@@ -211,9 +217,7 @@ def summarise(state: SweepState) -> list[dict]:
 
 
 def write_summary(state: SweepState, rows: list[dict]) -> Path:
-    path = state.sweep_dir / SUMMARY_FILE
-    path.write_text(json.dumps({"tasks": rows, "runs": state.runs}, indent=2))
-    return path
+    return write_atomic(state.sweep_dir / SUMMARY_FILE, json.dumps({"tasks": rows, "runs": state.runs}, indent=2))
 
 
 def format_summary(rows: list[dict]) -> str:

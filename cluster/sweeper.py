@@ -32,7 +32,7 @@ from ray.util.placement_group import PlacementGroup, placement_group, remove_pla
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from cluster import resources
-from cluster.driver import PROGRESS
+from cluster.ledger import PROGRESS
 from cluster.supervisor import RunSupervisor
 from cluster.report import ReportError, write_report
 from cluster.sweep import RunSpec, SweepError, SweepState, format_summary, summarise, write_summary
@@ -80,7 +80,7 @@ class Sweeper:
             make_env_from_config(cfg.env, 0).close()
 
     def check_resources(self) -> None:
-        """Refuse runs that no node present or that the autoscaler may start could ever hold (SweepError)."""
+        """Refuse runs that no node present or that the autoscaler may start could ever hold (ResourceError)."""
         shapes = self._shapes()
         for cfg in {cfg.cluster: cfg for cfg in self.configs.values()}.values():
             resources.check_feasible(resources.run_bundles(cfg, shapes), resources.strategy(cfg), shapes)

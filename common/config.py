@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from common.envs.tasks import ACTION_REPEAT as _PLANET_ACTION_REPEAT
+from common.urls import redact
 
 
 class ConfigError(ValueError):
@@ -306,7 +307,8 @@ def apply_overlay(cfg: Config, overlay: Mapping[str, Any], *, origin: str = "ove
 def _coerce(key: str, value: Any, kind: Any, origin: str) -> Any:
     """Check ``value`` against a field type; ints are accepted for floats, nothing else is converted."""
     def bad(expected: str) -> ConfigError:
-        return ConfigError(f"{origin}: {key} must be {expected}, got {value!r} ({type(value).__name__})")
+        shown = redact(value) if isinstance(value, str) else value  # a URL's password never reaches a message
+        return ConfigError(f"{origin}: {key} must be {expected}, got {shown!r} ({type(value).__name__})")
 
     if kind is bool:
         if not isinstance(value, bool):
@@ -391,6 +393,7 @@ def check(cfg: Config) -> None:
         raise ConfigError(f"loss.overshooting_distance ({cfg.loss.overshooting_distance}) cannot exceed "
                           f"train.chunk_length ({cfg.train.chunk_length}); shorten it or lengthen the chunks")
     _check_jump(cfg)
+    _check_replay_fits(cfg)
     if not -1 <= cfg.cluster.metrics_port <= 65535:
         raise ConfigError(f"cluster.metrics_port must be a TCP port (1..65535), 0 for a free one or -1 for none, "
                           f"got {cfg.cluster.metrics_port}")
@@ -411,6 +414,24 @@ def _check_jump(cfg: Config) -> None:
     if cfg.model.family in ("ar", "dssm") and cfg.loss.overshooting_distance:
         raise ConfigError(f"loss.overshooting_distance applies to families trained with a KL; model.family="
                           f"{cfg.model.family} is trained on predicted frames instead (set it to 0)")
+
+
+def _check_replay_fits(cfg: Config) -> None:
+    """Chunks an episode can hold, and a replay that holds an episode and the learner's minimum: else a run
+    would start, then fail or wait forever once the first episode arrives."""
+    derived = derive(cfg)
+    frames = derived.episode_agent_steps + 1  # an episode of T agent steps holds T+1 frames
+    if cfg.train.chunk_length > frames:
+        raise ConfigError(f"train.chunk_length ({cfg.train.chunk_length}) is longer than an episode ({frames} frames: "
+                          f"env.max_env_steps {cfg.env.max_env_steps} / env.action_repeat {cfg.env.action_repeat}, "
+                          f"plus the first); no chunk could ever be sampled: shorten the chunks or lengthen the episodes")
+    if cfg.replay.capacity_steps < derived.episode_agent_steps:
+        raise ConfigError(f"replay.capacity_steps ({cfg.replay.capacity_steps}) is below one episode "
+                          f"({derived.episode_agent_steps} agent steps); raise it to at least that")
+    if cfg.replay.capacity_steps < derived.min_replay_steps:
+        raise ConfigError(f"replay.capacity_steps ({cfg.replay.capacity_steps}) is below the agent steps the learner "
+                          f"waits for before training ({derived.min_replay_steps}: replay.min_steps, or "
+                          f"train.seed_episodes episodes); the learner would never start: raise the capacity")
 
 
 @dataclass(frozen=True)
@@ -439,6 +460,34 @@ def derive(cfg: Config) -> Derived:
         samples_per_insert=updates_per_step * cfg.train.batch_size * cfg.train.chunk_length,
         min_replay_steps=cfg.replay.min_steps or max(1, cfg.train.seed_episodes) * episode,
     )
+
+
+# ---------------------------------------------------------------- resuming and saving
+
+RESUMABLE = ("cluster.", "planner.", "replay.url", "replay.prefetch_batches", "replay.samples_per_insert_tolerance",
+             "train.budget_env_steps", "train.eval_every_env_steps", "train.eval_episodes", "train.checkpoint_every",
+             "train.publish_every", "train.precision", "train.compile")
+"""Keys (or section prefixes) a resumed run may change: how it is run, planned and paced; never what its
+checkpoint and replay were made with (task, model, losses, batch shape, seed)."""
+
+
+def changed_keys(old: Config, new: Config) -> list[str]:
+    """``section.field`` of every value that differs between two configs."""
+    before, after = to_dict(old), to_dict(new)
+    return [f"{section}.{name}" for section in SECTIONS for name in before[section]
+            if before[section][name] != after[section][name]]
+
+
+def unresumable(old: Config, new: Config) -> list[str]:
+    """The changed keys a resumed run cannot honour (see RESUMABLE)."""
+    return [key for key in changed_keys(old, new) if not key.startswith(RESUMABLE)]
+
+
+def redacted(cfg: Config) -> Config:
+    """``cfg`` as it may be written to disk or sent around: the replay URL's password masked."""
+    if not cfg.replay.url or redact(cfg.replay.url) == cfg.replay.url:
+        return cfg
+    return dataclasses.replace(cfg, replay=dataclasses.replace(cfg.replay, url=redact(cfg.replay.url)))
 
 
 # ---------------------------------------------------------------- YAML

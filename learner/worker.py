@@ -21,7 +21,11 @@ from common.config import from_yaml
 from common.names import weight_store_name
 from learner import checkpoint
 from learner.learner import Learner
-from replay import REDIS_DOWN, Prefetcher, SamplesPerInsert, SequenceReplay
+from replay import REDIS_DOWN, Prefetcher, SamplesPerInsert
+from replay.reconnect import open_replay
+
+REDIS_WAIT_S = 300.0
+"""How long a (re)starting learner waits for the replay's Redis before its constructor gives up."""
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=4)
@@ -33,12 +37,12 @@ class LearnerWorker:
         device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
         self.learner = Learner(self.cfg, action_size, discrete=discrete, device=device, seed=self.cfg.train.seed)
         self.checkpoints = Path(run_dir) / "checkpoints"
-        state = checkpoint.load(self.checkpoints, map_location=device)
-        if state is not None:
-            self.learner.load_state_dict(state)
+        # Loaded on the CPU and moved by load_state_dict; a damaged latest.pt falls back to the one before it
+        # (the driver checked the same before launching, so this does not fail at start).
+        state = checkpoint.load(self.checkpoints, check=self.learner.load_state_dict, warn=print)
         self.restored_updates = self.learner.updates if state is not None else -1
         self.reconnects = 0
-        self.replay = SequenceReplay(replay_url, run)
+        self.replay = open_replay(replay_url, run, wait_s=REDIS_WAIT_S)  # a restart may find Redis restarting too
         self.limiter = SamplesPerInsert.for_run(self.cfg, counters=self.replay)
         self.store = ray.get_actor(weight_store_name(run))
         self._stop = threading.Event()

@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # the private Ray head of the sweep's end-to-end test (tests/ is not installed)
 
-from tests.e2e.test_sweep import RayHead  # noqa: E402
+from tests.e2e.ray_support import RayHead  # noqa: E402
 
 
 def available_gib() -> float:

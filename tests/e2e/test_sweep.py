@@ -10,137 +10,22 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
 import redis
 
-from cluster.sweeper import GROUP_PREFIX
+from tests.e2e.ray_support import RAY, RayHead, free_port
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 PRESET = "dmc-cartpole-swingup+debug"
-
-
-def ray_cli() -> str:
-    """The `ray` CLI of this Python's environment (a virtualenv's bin/ need not be on PATH, as under `make test`)."""
-    beside = Path(sys.executable).with_name("ray")
-    return str(beside) if beside.exists() else shutil.which("ray") or "ray"
-
-
-RAY = ray_cli()
 # Short runs that still checkpoint early (every 5 updates) and run on for a while after it.
 RUN = ["--preset", PRESET, "--actors-per-run", "1", "--budget-steps", "2400", "--set", "train.checkpoint_every=5"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class RayHead:
-    """A private ``ray start --head --block`` with ``num_cpus`` logical CPUs; a context manager.
-
-    ``env`` is what a client of this head (the CLI, ``ray job submit``) needs in its environment.
-    """
-
-    def __init__(self, num_cpus: int, env: dict[str, str] | None = None):
-        self.temp_dir = Path(tempfile.mkdtemp(prefix="orr-head-", dir="/tmp"))  # Ray's socket paths must stay short
-        self.port, self.dashboard_port = free_port(), free_port()
-        self.env = {**os.environ, **(env or {}), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
-                    "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "RAY_DEDUP_LOGS": "0"}
-        ports = {"port": self.port, "dashboard-port": self.dashboard_port}
-        for name in ("ray-client-server-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-                     "metrics-export-port", "runtime-env-agent-port", "node-manager-port", "object-manager-port"):
-            ports[name] = free_port()
-        self.args = [RAY, "start", "--head", "--block",
-                     f"--num-cpus={num_cpus}", "--num-gpus=0", f"--temp-dir={self.temp_dir}",
-                     "--min-worker-port=0", "--max-worker-port=0", "--dashboard-host=127.0.0.1",
-                     "--disable-usage-stats", *(f"--{name}={value}" for name, value in ports.items())]
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def dashboard(self) -> str:
-        return f"http://127.0.0.1:{self.dashboard_port}"
-
-    def __enter__(self) -> RayHead:
-        log = open(self.temp_dir / "head.log", "w")
-        self.process = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
-        deadline = time.monotonic() + 120
-        while True:  # until the job API answers
-            try:
-                urllib.request.urlopen(urllib.request.Request(f"{self.dashboard}/api/jobs/", headers=self.headers),
-                                       timeout=2).read()
-                return self
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.__exit__()
-                    raise RuntimeError(f"ray start --head failed: {(self.temp_dir / 'head.log').read_text()[-3000:]}")
-                time.sleep(1)
-
-    def __exit__(self, *exc) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()  # `ray start --block` stops the processes of its head, workers included
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
-
-    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        return subprocess.run(list(args), capture_output=True, text=True, env=self.env, timeout=timeout)
-
-    def orrery(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        return self.run(sys.executable, "-m", "cluster.cli", *args, timeout=timeout)
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.env['RAY_AUTH_TOKEN']}"}
-
-    def jobs(self):
-        from ray.job_submission import JobSubmissionClient
-
-        return JobSubmissionClient(self.dashboard, headers=self.headers)
-
-    def list(self, kind: str, **filters: str) -> list[dict]:
-        """Ray's state API over HTTP (``/api/v0/actors``, ``placement_groups``): rows whose columns equal ``filters``.
-
-        HTTP with the token in a header, because ray.util.state reads the auth mode once per process.
-        """
-        query = urllib.parse.urlencode({"limit": 1000, "detail": "true", "filter_keys": list(filters),
-                                        "filter_predicates": ["="] * len(filters),
-                                        "filter_values": list(filters.values())}, doseq=True)
-        request = urllib.request.Request(f"{self.dashboard}/api/v0/{kind}?{query}", headers=self.headers)
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read())["data"]["result"]["result"]
-
-    def actor_pid(self, run: str, class_name: str) -> int | None:
-        """The pid of the live ``class_name`` actor inside run ``run``'s placement group."""
-        groups = self.list("placement_groups", name=GROUP_PREFIX + run, state="CREATED")
-        if not groups:
-            return None
-        actors = self.list("actors", class_name=class_name, state="ALIVE",
-                           placement_group_id=groups[0]["placement_group_id"])
-        return actors[0]["pid"] if actors else None
-
-    def alive(self, class_name: str) -> int:
-        return len(self.list("actors", class_name=class_name, state="ALIVE"))
 
 
 @pytest.fixture(scope="module")
@@ -314,7 +199,7 @@ def test_bad_input_exits_2_before_anything_launches(head, tmp_path, args, words)
 
 def test_a_retry_stops_the_embedded_redis_a_killed_attempt_left_behind(tmp_path):
     """A supervisor killed with SIGKILL leaves its run's redis-server running; the next attempt must not share the AOF."""
-    from cluster.supervisor import stop_orphan_redis
+    from cluster.processes import stop_orphan_redis
     from replay import EmbeddedRedis, ReplayError
 
     run_dir = tmp_path / "run"

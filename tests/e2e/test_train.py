@@ -5,40 +5,14 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import ray
 
 from cluster.driver import Driver
 from common.config import load_config
-from replay import EmbeddedRedis, SequenceReplay
+from tests.e2e.train_support import PRESET, Once, acknowledged, kill, orrery, records, stored_ids
 
 pytestmark = pytest.mark.slow
-PRESET = "dmc-cartpole-swingup+debug"
-
-
-def orrery(*args, timeout=400):
-    env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"), RAY_DEDUP_LOGS="0")
-    return subprocess.run([sys.executable, "-m", "cluster.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=timeout)
-
-
-def records(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-def stored_ids(run_dir: Path) -> set[str]:
-    """The episode ids the replay holds, read back from the run's own Redis data."""
-    with EmbeddedRedis(run_dir) as server:
-        replay = SequenceReplay(server.url, run_dir.name)
-        ids = set(replay.episode_ids())
-        replay.close()
-    return ids
-
-
-def acknowledged(run_dir: Path) -> set[str]:
-    return {r["episode"] for r in records(run_dir) if r.get("stored")}
 
 
 def test_train_end_to_end(tmp_path):
@@ -60,22 +34,6 @@ def test_train_end_to_end(tmp_path):
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     assert "return" in evaluated.stdout and "random policy" in evaluated.stdout
     assert len(json.loads((run_dir / "eval" / "returns.json").read_text())["returns"]) == 1
-
-
-def kill(handle) -> None:
-    os.kill(ray.get(handle.pid.remote()), signal.SIGKILL)
-
-
-class Once:
-    """A Driver on_tick hook: runs ``fault(driver)`` the first time ``when(driver)`` holds; ``fired`` tells."""
-
-    def __init__(self, when, fault):
-        self.when, self.fault, self.fired = when, fault, False
-
-    def __call__(self, driver) -> None:
-        if not self.fired and self.when(driver):
-            self.fault(driver)
-            self.fired = True
 
 
 def test_a_killed_actor_is_restarted_and_nothing_half_written(tmp_path):
@@ -163,14 +121,3 @@ def test_ctrl_c_or_sigterm_stops_cleanly_with_a_final_checkpoint(tmp_path, stop)
     import socket
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0, "the embedded Redis was stopped"
-
-
-def test_a_redis_restart_is_waited_for_and_reconnected(tmp_path):
-    run_dir = tmp_path / "redis-fault"
-    cfg = load_config(PRESET, ["cluster.actors=1", "train.budget_env_steps=2400"])
-    # SIGKILL, as a crash would; acknowledged episodes are in the AOF
-    fault = Once(lambda driver: driver.state.episodes >= 3, lambda driver: driver.server.kill())
-    summary = Driver(cfg, run_dir, log=lambda line: None).run(on_tick=fault)
-    assert fault.fired and summary["driver/redis_restarts"] == 1
-    assert summary["env_steps"] >= 2400 and summary["updates"] > 0
-    assert stored_ids(run_dir) == acknowledged(run_dir), "no acknowledged episode was lost, none stored twice"

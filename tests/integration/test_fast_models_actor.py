@@ -10,8 +10,10 @@ from learner.learner import Learner
 
 @pytest.mark.parametrize("family, jump", [("sssm", 2), ("dssm", 1), ("ar", 1)])
 def test_actor_plans_with_the_family_and_the_learners_weights(family, jump):
-    cfg = load_config("atari-mspacman+debug", ["env.max_env_steps=24", "cluster.envs_per_actor=2",
-                                               "model.cnn_depth=2", f"model.family={family}", f"model.jump={jump}"])
+    # 6-step episodes: chunks of 6 (the debug preset's 8 would be longer than an episode, which check() refuses).
+    cfg = load_config("atari-mspacman+debug", ["env.max_env_steps=24", "train.chunk_length=6",
+                                               "cluster.envs_per_actor=2", "model.cnn_depth=2",
+                                               f"model.family={family}", f"model.jump={jump}"])
     actor = Actor(cfg, index=0, run="run-fast", seed=0, write=lambda e: None)
     learner = Learner(cfg, actor.spec.action.size, discrete=True, seed=1)
     actor.load_weights(3, learner.weights())

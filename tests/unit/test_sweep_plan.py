@@ -94,7 +94,7 @@ def test_gpus_and_driver_slots_where_the_cluster_has_them():
 
 def test_runs_no_node_can_hold_are_refused_with_the_reason():
     too_many = load_config(PRESET, ["cluster.actors=9"])
-    with pytest.raises(SweepError, match="11 CPU on one node.*--actors-per-run"):
+    with pytest.raises(resources.ResourceError, match="11 CPU on one node.*--actors-per-run"):
         resources.check_feasible(resources.run_bundles(too_many, LOCAL), "STRICT_PACK", LOCAL)
     resources.check_feasible(resources.run_bundles(load_config(PRESET, ["cluster.actors=8"]), LOCAL), "STRICT_PACK",
                              LOCAL)
@@ -102,12 +102,13 @@ def test_runs_no_node_can_hold_are_refused_with_the_reason():
     big = load_config("dmc-cheetah-run", ["cluster.actors=64", "replay.url=redis://:p@h:1/0"])
     resources.check_feasible(resources.run_bundles(big, shapes), "PACK", shapes)  # spread over workers: fine
     two_gpus = load_config("dmc-cheetah-run", ["cluster.learner_gpus=2", "replay.url=redis://:p@h:1/0"])
-    with pytest.raises(SweepError, match="2 GPU"):
+    with pytest.raises(resources.ResourceError, match="2 GPU"):
         resources.check_feasible(resources.run_bundles(two_gpus, shapes), "PACK", shapes)
     huge = load_config("dmc-cheetah-run", ["cluster.actors=400", "replay.url=redis://:p@h:1/0"])
-    with pytest.raises(SweepError, match="whole cluster"):
+    with pytest.raises(resources.ResourceError, match="whole cluster"):
         resources.check_feasible(resources.run_bundles(huge, shapes), "PACK", shapes)
-    with pytest.raises(SweepError, match="one node"):  # an embedded Redis: GPU learner and driver slot on one node
+    # An embedded Redis: the GPU learner and the driver slot would have to share one node.
+    with pytest.raises(resources.ResourceError, match="one node"):
         resources.check_feasible(resources.run_bundles(load_config("dmc-cheetah-run"), shapes), "STRICT_PACK", shapes)
 
 
