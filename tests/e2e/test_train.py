@@ -93,6 +93,11 @@ def test_bad_input_exits_2_with_one_line(tmp_path, args, words):
     assert "pw" not in result.stderr
 
 
+def default_sigint() -> None:
+    """SIGINT as a terminal delivers it: a suite started in the background of a script inherits it ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_or_sigterm_stops_cleanly_with_a_final_checkpoint(tmp_path, stop):
     import time
@@ -104,7 +109,7 @@ def test_ctrl_c_or_sigterm_stops_cleanly_with_a_final_checkpoint(tmp_path, stop)
     process = subprocess.Popen([sys.executable, "-m", "cluster.cli", "train", "--preset", PRESET, "--actors", "1",
                                 "--budget-steps", "1000000", "--run-dir", str(run_dir), "--set",
                                 "train.checkpoint_every=1000000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=env)
+                               text=True, env=env, preexec_fn=default_sigint)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:  # until the learner is training
         lines = (run_dir / "metrics.jsonl").read_text().splitlines() if (run_dir / "metrics.jsonl").exists() else []
