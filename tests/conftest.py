@@ -7,7 +7,7 @@ import pytest
 
 @pytest.fixture(scope="session", autouse=True)
 def orrery_home(tmp_path_factory):
-    """ORRERY_HOME for the whole session (inherited by subprocesses), so tests never touch /tmp/orrery."""
+    """ORRERY_HOME for the whole session (inherited by subprocesses), so tests never touch the user's ~/.orrery."""
     previous = os.environ.get("ORRERY_HOME")
     os.environ["ORRERY_HOME"] = str(tmp_path_factory.mktemp("orrery-home"))
     yield os.environ["ORRERY_HOME"]
