@@ -139,7 +139,9 @@ class Driver:
             raise RunDirError(f"the replay already holds episodes of a run named {self.run_name!r} (namespace "
                               f"{self.replay.prefix}); a new run needs a name of its own: choose another --run-dir")
         # Every check has passed: from here on the run exists on disk.
-        write_atomic(self.run_dir / "config.yaml", to_yaml(redacted(cfg)))
+        # What is saved and what workers get: the replay URL (password included) travels apart from it.
+        self.config_yaml = to_yaml(redacted(cfg))
+        write_atomic(self.run_dir / "config.yaml", self.config_yaml)
         self.ledger.save(self.run_dir)
         self.processes.record()
         self.processes.commit()
@@ -160,7 +162,7 @@ class Driver:
 
     def _launch(self, url: str, placement: Placement) -> None:
         cfg = self.cfg
-        config_yaml = to_yaml(redacted(cfg))  # workers get the replay URL apart from the config they may log
+        config_yaml = self.config_yaml
         threads = self.process_threads = self.threads or max(1, (os.cpu_count() or 1) // (cfg.cluster.actors + 1))
         gpu = self.gpu = ray.cluster_resources().get("GPU", 0) > 0
         cpus = {} if self.placement else {"num_cpus": resources.PROCESS_CPUS}  # a sweep's bundles hold them
@@ -368,7 +370,7 @@ class Driver:
                 return None
             version, (weights,) = published  # an ObjectRef: the task receives the weights themselves
         ref = evaluation_task.options(num_cpus=0, num_gpus=self.cfg.cluster.actor_gpus if self.gpu else 0).remote(
-            to_yaml(redacted(self.cfg)), weights, version, episodes=self.cfg.train.eval_episodes,
+            self.config_yaml, weights, version, episodes=self.cfg.train.eval_episodes,
             seed=10_000 + self.state.session, run=self.run_name, env_steps=self.state.env_steps,
             threads=self.process_threads, random_returns=self.random_returns)
         return ref, self.state.env_steps, version
