@@ -3,13 +3,21 @@
 
 PYTHON ?= python3
 VENV ?= .venv
-# A local CPU build satisfies the project's torch range; set TORCH=torch==2.13.0+cu128 (etc.) for CUDA.
+# torch goes in before the project (README, "GPU machines"). Which build `torch==2.13.0` is depends on
+# where pip finds it: from PyPI on Linux x86_64 it is the CUDA 13 build (~2.5 GB with its nvidia-*
+# packages, NVIDIA driver >= 580; runs on the CPU where there is no GPU); on a machine whose pip config
+# points at a local wheel directory (this repository's CI machines) it is the 2.13.0+cpu wheel there.
+# TORCH_INDEX=cpu takes it from PyTorch's CPU index instead (the +cpu build, ~190 MB, no CUDA);
+# TORCH_INDEX=<name> any other index at https://download.pytorch.org/whl/<name>, or a full URL.
+# The default contacts no index but pip's own configuration.
 TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
+TORCH_INDEX_URL = $(if $(findstring ://,$(TORCH_INDEX)),$(TORCH_INDEX),https://download.pytorch.org/whl/$(TORCH_INDEX))
 PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 export MUJOCO_GL ?= egl
 
-.PHONY: run test bench install clean
+.PHONY: run test bench install torch-check clean
 
 install: $(VENV)/.installed
 
@@ -17,9 +25,14 @@ $(VENV)/.installed: pyproject.toml scripts/system-deps.sh
 	scripts/system-deps.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q "$(TORCH)"$(if $(TORCH_INDEX), --index-url "$(TORCH_INDEX_URL)")
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	-$(BIN)/python scripts/torch-check.py
 	touch $@
+
+# One line: the torch version, CUDA or CPU build, and whether a GPU is usable (never fails).
+torch-check:
+	@$(BIN)/python scripts/torch-check.py
 
 # The main job: a short real training run (local Ray, embedded Redis, DMC cartpole-swingup, debug sizes).
 run: install

@@ -41,7 +41,8 @@ class Actor:
         torch.manual_seed(seed)
         self.model = WorldModel.from_config(cfg, self.spec.action.size).to(self.device).eval()
         self.planner = CEMPlanner.from_config(self.model, cfg.planner, self.spec.action, device=self.device,
-                                              precision=precision, generator=torch.Generator().manual_seed(seed))
+                                              precision=precision,
+                                              generator=torch.Generator(self.device).manual_seed(seed))
         self.rng = np.random.default_rng(seed)
         self.policy_version = 0
         self.random_left = seed_episodes
@@ -118,7 +119,8 @@ class Actor:
         planning = [k for k, r in enumerate(self._random) if not r]
         if planning:
             start = time.perf_counter()
-            planned = self.planner.plan(self._belief[planning])  # (P, A) or (P,)
+            # The copy to the host waits for the plan's kernels, so plan_ms is the plan's time on a GPU too.
+            planned = self.planner.plan(self._belief[planning]).cpu()  # (P, A) or (P,)
             self.plan_ms.append(1000 * (time.perf_counter() - start))
             noise = self.cfg.planner.exploration_noise if explore else 0.0
             if action_spec.discrete:
@@ -128,7 +130,7 @@ class Actor:
             else:
                 planned = add_exploration(planned, noise, action_spec.low, action_spec.high)
                 for row, k in enumerate(planning):
-                    actions[k] = planned[row].cpu().numpy()
+                    actions[k] = planned[row].numpy()
         return actions
 
     def _model_actions(self, actions: list) -> torch.Tensor:

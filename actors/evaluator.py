@@ -27,14 +27,16 @@ from learner.open_loop import predict_episode
 
 
 def evaluate(cfg: Config, weights: Mapping[str, torch.Tensor], version: int, *, episodes: int, seed: int,
-             run: str, precision: str = "float32", random_returns: list[float] | None = None) -> dict:
+             run: str, device: torch.device | str = "cpu", precision: str = "float32",
+             random_returns: list[float] | None = None) -> dict:
     """Plan ``episodes`` episodes with the given weights (no exploration) and as many random ones.
 
-    ``precision``: the planner's model calls, as in the actors (bfloat16 where the CPU or GPU has it).
+    ``device`` and ``precision``: where and how the planner's model calls run, as in the actors
+    (common/device.py decides both).
     ``random_returns``: the random baseline of an earlier evaluation with the same seed, reused
     instead of playing it again (it does not depend on the weights).
     """
-    actor = Actor(cfg, index=0, run=run, seed=seed, write=lambda episode: None, precision=precision)
+    actor = Actor(cfg, index=0, run=run, seed=seed, write=lambda episode: None, device=str(device), precision=precision)
     actor.load_weights(version, weights)
     planned = actor.run_episodes(episodes, explore=False)[:episodes]
     actor.close()
@@ -67,10 +69,15 @@ def render_results(result: dict, *, env_steps: int, bit_depth: int, context: int
     """File name -> bytes: returns.json, and the open-loop prediction of the first evaluation episode as GIF and PNG."""
     episode = result["episodes"][0]
     truth, predicted = predict_episode(result["model"], episode, context=min(context, episode.length),
-                                       horizon=horizon, bit_depth=bit_depth, generator=torch.Generator().manual_seed(0))
+                                       horizon=horizon, bit_depth=bit_depth, generator=_generator(result["model"]))
     return {"returns.json": json.dumps(summarize(result, env_steps), indent=2).encode(),
             "open_loop.png": encode_png(comparison_grid([truth, predicted], count=10)),
             "open_loop.gif": encode_gif(np.concatenate([truth, predicted], axis=2))}  # (P, H, 2W, 3): truth | model
+
+
+def _generator(model: torch.nn.Module) -> torch.Generator:
+    """A seeded generator on the model's device (a CPU one cannot draw into CUDA tensors)."""
+    return torch.Generator(next(model.parameters()).device).manual_seed(0)
 
 
 def write_files(run_dir: Path, files: Mapping[str, bytes]) -> dict[str, str]:

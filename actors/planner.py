@@ -90,9 +90,14 @@ class CEMPlanner:
         self._buffers: dict[str, torch.Tensor] = {}
         step = self._categorical_iteration if discrete else self._gaussian_iteration
         self._compiled = compile
-        if compile:
-            mode = "reduce-overhead" if self.device.type == "cuda" else "default"
-            step = torch.compile(step, mode=mode)
+        if compile and self.device.type == "cuda":
+            graphed = torch.compile(step, mode="reduce-overhead")
+
+            def step(*args):
+                torch.compiler.cudagraph_mark_step_begin()  # each iteration is a new replay (outputs: see _own)
+                return graphed(*args)
+        elif compile:
+            step = torch.compile(step)
         self._step = step
 
     @classmethod
@@ -125,13 +130,27 @@ class CEMPlanner:
                 # Unnormalised probabilities: action counts, which keeps inverse-CDF sampling exact.
                 counts = torch.ones(self.horizon, batch, self.action_size, device=self.device)  # (H, B, n)
                 for i in range(self.iterations):
-                    counts = self._step(state, counts, self._noise(noise, i, batch))
+                    counts = self._own(self._step(state, counts, self._noise(noise, i, batch)))
                 return counts.argmax(-1).T.contiguous()  # (H, B) -> (B, H)
             mean = torch.zeros(self.horizon, batch, self.action_size, device=self.device)  # (H, B, A)
             std = torch.ones_like(mean)
             for i in range(self.iterations):
-                mean, std = self._step(state, mean, std, self._noise(noise, i, batch))
+                mean, std = self._own(self._step(state, mean, std, self._noise(noise, i, batch)))
             return mean.transpose(0, 1).contiguous()  # (H, B, A) -> (B, H, A)
+
+    def _own(self, outputs):
+        """An iteration's outputs as tensors the next iteration may take as inputs.
+
+        Under CUDA graphs ("reduce-overhead") a compiled call returns views of the graph's static
+        output memory, which its next replay overwrites; the next iteration reads them while that
+        replay writes. Copied outside the compiled region they are the caller's own (a clone inside
+        it is just another graph output). Eager outputs are returned as they are.
+        """
+        if not self._compiled:
+            return outputs
+        if isinstance(outputs, tuple):
+            return tuple(t.clone() for t in outputs)
+        return outputs.clone()
 
     # ------------------------------------------------------------ one CEM iteration
 
@@ -147,8 +166,7 @@ class CEMPlanner:
         returns = self._returns(state, actions.view(H, B * J, A)).view(B, J)  # (H, B*J) summed over H
         best = returns.topk(K, dim=1, sorted=False).indices  # (B, K)
         elites = actions.gather(2, best[None, :, :, None].expand(H, B, K, A))  # (H, B, K, A)
-        mean, std = elites.mean(2), elites.std(2, correction=0)
-        return (mean.clone(), std.clone()) if self._compiled else (mean, std)
+        return elites.mean(2), elites.std(2, correction=0)
 
     def _categorical_iteration(self, state: State, counts: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Sample, evaluate and refit once. counts: (H, B, n); noise: (B, J, H) uniform [0, 1)."""

@@ -13,14 +13,13 @@ import time
 
 import numpy as np
 import ray
-import torch
 
 from actors.actor import Actor
 from actors.evaluator import evaluate, render_results, summarize
 from common.config import from_yaml
+from common.device import setup_process
 from common.episode import Episode
 from common.names import weight_store_name
-from learner.learner import resolve_precision
 from replay import REDIS_DOWN, LimiterTimeout, ReplayConnectionError, SamplesPerInsert
 from replay.reconnect import open_replay
 
@@ -34,11 +33,10 @@ def evaluation_task(config_yaml: str, weights: dict, version: int, *, episodes: 
     ``weights`` arrives resolved (pass the weight store's ObjectRef; nothing is copied through the driver).
     """
     cfg = from_yaml(config_yaml)
-    torch.set_num_threads(max(1, threads))
-    device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
-    result = evaluate(cfg, weights, version, episodes=episodes, seed=seed, run=run,
-                      precision=resolve_precision(cfg.train.precision, torch.device(device)), random_returns=random_returns)
-    return {"summary": summarize(result, env_steps),
+    placed = setup_process("evaluation", gpu_ids=ray.get_gpu_ids(), precision=cfg.train.precision, threads=threads)
+    result = evaluate(cfg, weights, version, episodes=episodes, seed=seed, run=run, device=placed.device,
+                      precision=placed.precision, random_returns=random_returns)
+    return {"summary": summarize(result, env_steps), "device": placed.describe(),
             "files": render_results(result, env_steps=env_steps, bit_depth=cfg.env.bit_depth)}
 
 
@@ -52,7 +50,10 @@ class ActorWorker:
     def __init__(self, config_yaml: str, index: int, run: str, session: int, replay_url: str,
                  seed_episodes: int, threads: int = 1, redis_wait_s: float = 120.0):
         self.cfg = from_yaml(config_yaml)
-        torch.set_num_threads(max(1, threads))
+        # First, before any environment renders: device, threads, precision, EGL device (common/device.py).
+        self.placed = setup_process(f"actor {index}", gpu_ids=ray.get_gpu_ids(), precision=self.cfg.train.precision,
+                                    threads=threads)
+        print(self.placed.describe(), flush=True)  # the worker's log
         self.index, self.run, self.session = index, run, session
         self.store = ray.get_actor(weight_store_name(run))
         self.seed_episodes = seed_episodes
@@ -62,7 +63,6 @@ class ActorWorker:
         self.insert_wait_s = 0.0
         self.actor: Actor | None = None
         self.incarnation = -1
-        self.device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
 
     def pid(self) -> int:
         return os.getpid()
@@ -70,7 +70,8 @@ class ActorWorker:
     def collect(self, episodes: int, incarnation: int) -> dict:
         """Run until ``episodes`` episodes have ended and been stored; return what happened.
 
-        Returns {"episodes": [{id, return, length, env_steps, policy_version, seed, stored}], "metrics": {...}}.
+        Returns {"episodes": [{id, return, length, env_steps, policy_version, seed, stored}], "metrics": {...},
+        "device": where it plans (common/device.py's line)}.
         """
         if self.actor is None or incarnation != self.incarnation:
             self._start(incarnation)
@@ -88,7 +89,7 @@ class ActorWorker:
             "actor/incarnation": incarnation,
             "actor/insert_wait_s": self.insert_wait_s,
         }
-        return {"episodes": reports, "metrics": metrics}
+        return {"episodes": reports, "metrics": metrics, "device": self.placed.describe()}
 
     def _start(self, incarnation: int) -> None:
         if self.actor is not None:
@@ -96,8 +97,8 @@ class ActorWorker:
         seed = actor_seed(self.cfg.train.seed, self.session, self.index, incarnation)
         # Seed episodes are owed once; a restarted actor plans from the start.
         self.actor = Actor(self.cfg, index=self.index, run=self.run, seed=seed, write=self._write,
-                           seed_episodes=self.seed_episodes if incarnation == 0 else 0, device=self.device,
-                           precision=resolve_precision(self.cfg.train.precision, torch.device(self.device)))
+                           seed_episodes=self.seed_episodes if incarnation == 0 else 0, device=self.placed.device,
+                           precision=self.placed.precision)
         self.incarnation = incarnation
         self._stored: dict[str, bool] = {}
 

@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("eval", help="evaluate a run's latest checkpoint")
     evaluate.add_argument("run_dir", type=Path)
     evaluate.add_argument("--episodes", type=_positive_int, default=None, help="default: train.eval_episodes")
+    evaluate.add_argument("--device", default="auto",
+                          help="where to plan: auto (the GPU where torch can use one, else the CPU), cpu, cuda, cuda:N")
 
     model_eval = commands.add_parser("evaluate-model", help="a run's world model: per-frame likelihood over a "
                                      "prediction horizon on held-out episodes, and imagined-rollout speed")
@@ -114,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     model_eval.add_argument("--windows", type=_positive_int, default=32, help="windows scored (default 32)")
     model_eval.add_argument("--samples", type=_positive_int, default=4,
                             help="open-loop samples per window for stochastic models (default 4)")
-    model_eval.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    model_eval.add_argument("--device", default="auto",
+                            help="auto (the GPU where torch can use one, else the CPU), cpu, cuda, cuda:N")
 
     report = commands.add_parser("report", help="plots and an HTML page comparing runs and seeds")
     report.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
@@ -288,16 +291,34 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_eval(args) -> int:
+def _device(role: str, choice: str, precision: str = "auto"):
+    """``--device`` -> common/device.py's decision for this process; a device that cannot be used is a usage error."""
     import torch
 
+    from common.device import DeviceError, setup_process
+
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(choice)
+    except RuntimeError:
+        raise config_lib.ConfigError(f"--device {choice!r} is no torch device; choose auto, cpu, cuda or cuda:N") \
+            from None
+    try:
+        return setup_process(role, device=choice, precision=precision, threads=os.cpu_count() or 1)
+    except DeviceError as error:
+        raise config_lib.ConfigError(str(error)) from None
+
+
+def cmd_eval(args) -> int:
     from actors.evaluator import describe, evaluate, write_results
-    from learner.learner import resolve_precision
 
     cfg, state = _run_checkpoint(args.run_dir)
+    placed = _device("orrery eval", args.device, cfg.train.precision)
     episodes = args.episodes or cfg.train.eval_episodes
+    print(placed.describe(), flush=True)
     result = evaluate(cfg, state["model"], state["updates"], episodes=episodes, seed=20_000, run=args.run_dir.name,
-                      precision=resolve_precision(cfg.train.precision, torch.device("cpu")))
+                      device=placed.device, precision=placed.precision)
     files = write_results(args.run_dir, result, env_steps=0, bit_depth=cfg.env.bit_depth)
     print(f"eval of {args.run_dir} (weights after {state['updates']} updates, {episodes} episodes): "
           f"{describe(result)}")
@@ -308,8 +329,6 @@ def cmd_eval(args) -> int:
 def cmd_evaluate_model(args) -> int:
     import json
 
-    import torch
-
     from actors.rollout import random_policy, run_episode
     from common.envs import make_env_from_config
     from common.episode import decode
@@ -317,6 +336,7 @@ def cmd_evaluate_model(args) -> int:
     from learner.world_model import WorldModel
 
     cfg, state = _run_checkpoint(args.run_dir)
+    placed = _device("orrery evaluate-model", args.device)
     env = make_env_from_config(cfg.env, 30_000)  # a seed no actor or evaluation of the run uses
     try:
         if args.episodes_from:
@@ -330,16 +350,16 @@ def cmd_evaluate_model(args) -> int:
         env.close()
     model = WorldModel.from_config(cfg, env.spec.action.size)
     model.load_state_dict(state["model"])
-    model.to(torch.device(args.device))
+    model.to(placed.device)
     result = evaluate_model(model, episodes, context=args.context, horizon=args.horizon or cfg.planner.horizon,
                             windows=args.windows, samples=args.samples, bit_depth=cfg.env.bit_depth)
-    result.update({"family": cfg.model.family, "updates": state["updates"], "device": args.device,
+    result.update({"family": cfg.model.family, "updates": state["updates"], "device": str(placed.device),
                    "episodes": len(episodes)})
     out = args.run_dir / "eval" / "model.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"world model of {args.run_dir}: {cfg.model.family}, jump {cfg.model.jump}, weights after "
-          f"{state['updates']} updates, {len(episodes)} held-out episodes, {args.device}")
+          f"{state['updates']} updates, {len(episodes)} held-out episodes, {placed.device}")
     print(describe(result))
     print(f"results: {out}")
     return 0

@@ -83,6 +83,8 @@ class Driver:
         self.random_returns: list[float] | None = None  # played once per run (same seed every time)
         self.evaluating: tuple | None = None  # (task ref, env steps, weight version) of the evaluation in flight
         self.learner_back = None  # after a learner death: resolves once Ray has restarted it
+        self.described: set = set()  # actors (and the evaluation) whose device line was logged
+        self.shares = resources.GpuShares()
 
     @property
     def state(self):
@@ -164,19 +166,22 @@ class Driver:
         cfg = self.cfg
         config_yaml = self.config_yaml
         threads = self.process_threads = self.threads or max(1, (os.cpu_count() or 1) // (cfg.cluster.actors + 1))
-        gpu = self.gpu = ray.cluster_resources().get("GPU", 0) > 0
+        shares = self.shares = resources.gpu_shares(cfg, resources.most_gpus(self._shapes()))
+        self.log(f"processes: {shares.describe(cfg.cluster.actors)}")
         cpus = {} if self.placement else {"num_cpus": resources.PROCESS_CPUS}  # a sweep's bundles hold them
         self.store = WeightStore.options(name=weight_store_name(self.run_name), **placement("store", 0)).remote()
-        self.learner = LearnerWorker.options(num_gpus=cfg.cluster.learner_gpus if gpu else 0, **cpus,
-                                             **placement("learner", 0)).remote(
-            config_yaml, self.spec.action.size, self.spec.action.discrete, str(self.run_dir), self.run_name, url, threads)
+        # The learner reads ~1 GB/s of batches on a GPU: from the embedded Redis over its Unix socket (same node;
+        # only this user can open it), or over loopback TCP where no socket could be made (cluster/processes.py).
+        self.learner = LearnerWorker.options(num_gpus=shares.learner, **cpus, **placement("learner", 0)).remote(
+            config_yaml, self.spec.action.size, self.spec.action.discrete, str(self.run_dir), self.run_name,
+            self.processes.local_url or url, threads)
         self._wait_placed(self.learner, "the learner")  # first: actors that took its room would collect for nothing
+        self.log(ray.get(self.learner.describe_device.remote()))
         seeds_left = cfg.train.seed_episodes if self.state.session == 0 else 0
-        shares = [seeds_left // cfg.cluster.actors + (i < seeds_left % cfg.cluster.actors)
+        seeds = [seeds_left // cfg.cluster.actors + (i < seeds_left % cfg.cluster.actors)
                   for i in range(cfg.cluster.actors)]
-        self.actors = [ActorWorker.options(num_gpus=cfg.cluster.actor_gpus if gpu else 0, **cpus,
-                                           **placement("actor", i)).remote(
-            config_yaml, i, self.run_name, self.state.session, url, shares[i], threads)
+        self.actors = [ActorWorker.options(num_gpus=shares.actor, **cpus, **placement("actor", i)).remote(
+            config_yaml, i, self.run_name, self.state.session, url, seeds[i], threads)
             for i in range(cfg.cluster.actors)]
         # Resolves once Ray has placed the actor: one never placed is never waited for (see _loop).
         self.placed = [actor.__ray_ready__.remote() for actor in self.actors]
@@ -202,10 +207,14 @@ class Driver:
         strategy = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
         return lambda role, index: {"scheduling_strategy": strategy}
 
+    def _shapes(self) -> list:
+        """The nodes that are up and those the autoscaler may start (cluster/resources.py)."""
+        return resources.node_shapes(ray.nodes(), resources.load_autoscaler_config())
+
     def _check_resources(self) -> None:
         """Refuse a run the cluster can never hold, before anything launches; say so when it must wait for room."""
-        shapes = resources.node_shapes(ray.nodes(), resources.load_autoscaler_config())
-        bundles = resources.run_bundles(self.cfg, shapes)[1:]  # the learner and each actor (this driver is no Ray process)
+        shapes = self._shapes()
+        bundles = resources.run_bundles(self.cfg, shapes)[1:]  # the learner, each actor, an evaluation (not this driver)
         if self.cfg.replay.url:
             resources.check_feasible(bundles, "PACK", shapes, actors_flag="--actors")
         else:  # its processes share this node with the embedded Redis
@@ -280,13 +289,17 @@ class Driver:
             self.telemetry.episodes([], index)
             return "back"
         except ray.exceptions.RayTaskError as error:
-            if not isinstance(_cause(error), REDIS_DOWN):
-                raise
+            if not isinstance(_cause(error), REDIS_DOWN):  # a bug, or a device that cannot run the model
+                raise RunError(f"actor {index} failed: {_why(error)}; its traceback is in the worker's log under "
+                               f"Ray's session directory") from None
             incarnation = self.ledger.actor_lost(index)
             self.log(f"actor {index} lost its episodes: the replay stayed unreachable ({_why(error)}); calling it "
                      f"again (incarnation {incarnation})")
             self.telemetry.episodes([], index)
             return "collect"
+        if result.get("device") and index not in self.described:
+            self.described.add(index)
+            self.log(result["device"])  # where it plans, once per actor
         self.telemetry.episodes(self.ledger.record(index, result), index)
         self.ledger.save(self.run_dir)
         return "collect"
@@ -356,7 +369,9 @@ class Driver:
 
         Periodic evaluations take the latest published weights, the final one the last checkpoint.
         The task holds no CPU reservation (like the running actors), so it never waits for a CPU
-        that a sweep's placement group has reserved.
+        that a sweep's placement group has reserved. Its GPU share was reserved beside the actors'
+        where evaluations run during training (cluster/resources.py); the final one runs after the
+        actors have stopped, in the room they leave.
         """
         if final:
             state = checkpoint.load(self.run_dir / "checkpoints", warn=self.log)
@@ -369,7 +384,8 @@ class Driver:
                 self.log(f"eval at {self.state.env_steps} env steps skipped: no weights published yet")
                 return None
             version, (weights,) = published  # an ObjectRef: the task receives the weights themselves
-        ref = evaluation_task.options(num_cpus=0, num_gpus=self.cfg.cluster.actor_gpus if self.gpu else 0).remote(
+        where = self.placement("evaluation", 0) if self.placement and self.shares.evaluation > 0 else {}
+        ref = evaluation_task.options(num_cpus=0, num_gpus=self.shares.evaluation, **where).remote(
             self.config_yaml, weights, version, episodes=self.cfg.train.eval_episodes,
             seed=10_000 + self.state.session, run=self.run_name, env_steps=self.state.env_steps,
             threads=self.process_threads, random_returns=self.random_returns)
@@ -384,6 +400,9 @@ class Driver:
                 raise
             self.log(f"eval at {env_steps} env steps failed: {_why(error)}")
             return {}
+        if result.get("device") and "evaluation" not in self.described:
+            self.described.add("evaluation")
+            self.log(result["device"])
         files = write_files(self.run_dir, result["files"])
         summary = result["summary"]
         self.random_returns = summary["random_returns"]  # same seed every time: play the random baseline once
@@ -400,6 +419,8 @@ class Driver:
             ray.get(self.train_ref, timeout=60)
         except ray.exceptions.RayError:
             pass
+        for actor in self.actors:  # done collecting: the final evaluation takes the room (GPU share) they held
+            ray.kill(actor)
         evaluation = self._end_evaluation(*self._start_evaluation(final=True), final=True)
         summary = self.ledger.summary(self.run_dir, final.get("learner/updates", 0), evaluation,
                                       self.telemetry.started_at)

@@ -4,6 +4,7 @@
         processes.start_ray(cfg, cpus=actors + 1)   # a local Ray of its own, or the cluster of cfg.cluster.address
         processes.claim()                           # RUN_DIR/driver.lock: one driver per run; a killed one's leftovers go
         url = processes.start_replay(cfg)           # the embedded redis-server in RUN_DIR/redis (or cfg.replay.url)
+        processes.local_url                         # its Unix socket's URL, for the learner (None with replay.url)
         processes.commit()                          # the run's files are written: keep RUN_DIR whatever comes
         ...
         processes.keep_replay_up()                  # each tick: an embedded Redis that stopped is restarted on its AOF
@@ -184,16 +185,31 @@ class RunProcesses:
     # ------------------------------------------------------------ replay
 
     def start_replay(self, cfg: Config) -> str:
-        """The replay's URL: ``cfg.replay.url``, else an embedded redis-server started in RUN_DIR/redis."""
+        """The replay's URL: ``cfg.replay.url``, else an embedded redis-server started in RUN_DIR/redis.
+
+        The embedded server's URL is TCP on 127.0.0.1, for every process of the run (they all share its node);
+        :attr:`local_url` is its Unix socket, the faster way in for the learner.
+        """
         if cfg.replay.url:
             return cfg.replay.url
         from replay import EmbeddedRedis
 
         self.redis = EmbeddedRedis(self.run_dir).start()
+        if self.redis.socket_path is None:
+            self.log(f"the embedded Redis listens on TCP only: no Unix socket could be bound in {self.redis.dir} or "
+                     f"a short private directory under /tmp; the learner reads over loopback TCP")
         return self.redis.url
 
+    @property
+    def local_url(self) -> str | None:
+        """The embedded Redis's URL for processes on its node, to hand the learner: its Unix socket
+        (``unix:///PATH?db=0&password=...``; its TCP URL when no socket could be bound); None with ``replay.url``
+        (a cluster Redis) or before :meth:`start_replay`. It holds the password: pass it, never log it. The same
+        URL stays valid after :meth:`keep_replay_up` restarts the server."""
+        return self.redis.local_url if self.redis is not None else None
+
     def keep_replay_up(self) -> bool:
-        """Restart an embedded Redis that stopped (on its AOF, same port and password); True if it did."""
+        """Restart an embedded Redis that stopped (on its AOF, same port, socket and password); True if it did."""
         if self.redis is None or self.redis.running:
             return False
         self.log("the embedded Redis stopped; restarting it on the same data (AOF)")

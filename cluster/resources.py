@@ -3,8 +3,15 @@
 A run is one placement group of bundles, in this order (``bundle_index`` maps roles to them)::
 
     0      the run's driver (cluster/supervisor.py) and its weight store
-    1      the learner: 1 CPU + cluster.learner_gpus GPU
-    2..N+1 one per actor: 1 CPU + cluster.actor_gpus GPU
+    1      the learner: 1 CPU + its GPU share
+    2..N+1 one per actor: 1 CPU + its GPU share
+    N+2    where GPUs are shared and evaluations run during training: the evaluation's GPU share
+
+GPU shares (:func:`gpu_shares`): by default (``auto``) a run on a cluster with GPUs takes one GPU:
+half for the learner, the other half split evenly among its actors and one evaluation, so that
+every actor plans on its own GPU share and an evaluation never waits for one. Set
+``cluster.learner_gpus`` / ``cluster.actor_gpus`` to numbers to choose otherwise (0 is the CPU).
+Whatever the shares, they are checked before anything launches (:func:`check_feasible`).
 
 The driver's bundle asks for one ``orrery_driver`` slot where the cluster offers them (the head
 node of deploy/cluster.yaml does: drivers live on the head, next to Prometheus, which scrapes
@@ -20,6 +27,7 @@ Feasibility looks at the nodes that are up and at every node type the autoscaler
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +35,7 @@ from typing import Iterable, Mapping
 
 import yaml
 
-from common.config import Config
+from common.config import AUTO, Config
 
 DRIVER_SLOT = "orrery_driver"
 """Custom resource: slots for run drivers, declared on the head node by deploy/cluster*.yaml."""
@@ -48,22 +56,90 @@ class NodeShape:
     """False for an autoscaler node type that leaves its resources to auto-detection."""
 
 
+AUTO_LEARNER_SHARE = 0.5
+"""The learner's share of its GPU under ``auto`` when actors plan on the GPU too."""
+SHARE_STEP = 1e-4
+"""Ray's resolution for fractional GPUs: shares are rounded down to it."""
+
+
+@dataclass(frozen=True)
+class GpuShares:
+    """The GPU share of each process of a run (0: the CPU)."""
+
+    learner: float = 0.0
+    actor: float = 0.0
+    evaluation: float = 0.0
+    """An evaluation's share; reserved beside the actors' (its own bundle) when evaluations run during training."""
+
+    def total(self, actors: int, evaluating: bool) -> float:
+        return self.learner + actors * self.actor + (self.evaluation if evaluating else 0.0)
+
+    def describe(self, actors: int) -> str:
+        """``learner 0.5 GPU, 4 actors x 0.1 GPU, evaluation 0.1 GPU`` (or ``CPU`` where a share is 0)."""
+        def share(value: float) -> str:
+            return f"{value:g} GPU" if value > 0 else "CPU"
+
+        return f"learner {share(self.learner)}, {actors} actor(s) x {share(self.actor)}, " \
+               f"evaluation {share(self.evaluation)}"
+
+
+def _floor_share(value: float) -> float:
+    return math.floor(value / SHARE_STEP + 1e-6) * SHARE_STEP
+
+
+def gpu_shares(cfg: Config, gpus: float) -> GpuShares:
+    """The GPU share of the learner, each actor and an evaluation, on a cluster whose nodes have up to ``gpus`` GPUs.
+
+    No GPUs: everything on the CPU, whatever the config says. ``auto`` learner: half a GPU, or the
+    whole one when actors plan on the CPU (``actor_gpus=0``). ``auto`` actors: what the learner
+    leaves of its last GPU (a GPU of their own when it leaves nothing), split evenly among the
+    actors and one evaluation. An evaluation takes an actor's share.
+    """
+    if gpus <= 0:
+        return GpuShares()
+    actors = cfg.cluster.actors
+    learner = cfg.cluster.learner_gpus
+    if learner == AUTO:
+        learner = 1.0 if cfg.cluster.actor_gpus == 0 else AUTO_LEARNER_SHARE
+    actor = cfg.cluster.actor_gpus
+    if actor == AUTO:
+        left = math.ceil(learner) - learner
+        actor = _floor_share((left if left >= 0.05 else 1.0) / (actors + 1))
+    return GpuShares(float(learner), float(actor), float(actor))
+
+
+def most_gpus(shapes: Iterable[NodeShape]) -> float:
+    """The most GPUs any node (present, or that the autoscaler may start) has."""
+    return max((shape.resources.get("GPU", 0.0) for shape in shapes), default=0.0)
+
+
+def evaluates_during_training(cfg: Config) -> bool:
+    return cfg.train.eval_every_env_steps > 0
+
+
 def bundle_index(role: str, index: int) -> int:
-    """The bundle of a run's placement group that ``role`` (store, learner, actor) number ``index`` uses."""
-    return {"store": 0, "learner": 1}.get(role, 2 + index)
+    """The bundle of a run's placement group that ``role`` (store, learner, actor, evaluation) ``index`` uses.
+
+    An evaluation may take any bundle with room (-1): its own where one was reserved, else the
+    bundle of an actor that has stopped (the final evaluation comes after the actors).
+    """
+    return {"store": 0, "learner": 1, "evaluation": -1}.get(role, 2 + index)
 
 
 def run_bundles(cfg: Config, shapes: Iterable[NodeShape]) -> list[dict[str, float]]:
-    """The bundles of one run: driver, learner, one per actor (see the module docstring)."""
+    """The bundles of one run: driver, learner, one per actor, the evaluation's GPU share (the module docstring)."""
     shapes = list(shapes)
-    gpus = any(shape.resources.get("GPU", 0) > 0 for shape in shapes)
+    shares = gpu_shares(cfg, most_gpus(shapes))
     slots = any(shape.resources.get(DRIVER_SLOT, 0) > 0 for shape in shapes)
     driver = {DRIVER_SLOT: 1.0} if slots else {"CPU": PROCESS_CPUS}
 
     def process(gpu_share: float) -> dict[str, float]:
-        return {"CPU": PROCESS_CPUS, **({"GPU": gpu_share} if gpus and gpu_share > 0 else {})}
+        return {"CPU": PROCESS_CPUS, **({"GPU": gpu_share} if gpu_share > 0 else {})}
 
-    return [driver, process(cfg.cluster.learner_gpus)] + [process(cfg.cluster.actor_gpus)] * cfg.cluster.actors
+    bundles = [driver, process(shares.learner)] + [process(shares.actor)] * cfg.cluster.actors
+    if shares.evaluation > 0 and evaluates_during_training(cfg):
+        bundles.append({"GPU": shares.evaluation})
+    return bundles
 
 
 def strategy(cfg: Config) -> str:
@@ -104,6 +180,12 @@ def check_feasible(bundles: list[dict[str, float]], how: str, shapes: list[NodeS
             raise ResourceError(f"a run needs a node with {describe(bundle)} for one process, but no node can have "
                                 f"that (the most any node has: {most}); lower cluster.learner_gpus / "
                                 f"cluster.actor_gpus or add such a node type")
+    gpu_need = need.get("GPU", 0.0)
+    gpu_most = max((shape.resources.get("GPU", 0.0) for shape in known), default=0.0)
+    if how == "STRICT_PACK" and gpu_need > gpu_most + 1e-9:
+        raise ResourceError(f"a run's GPU shares add up to {gpu_need:g} GPU ({_gpu_parts(bundles)}), more than "
+                            f"{'this node has' if where != 'one node' else 'any node has'} ({gpu_most:g}); lower "
+                            f"cluster.learner_gpus / cluster.actor_gpus (or leave both auto), or lower {actors_flag}")
     if how == "STRICT_PACK":
         if not any(fits(need, shape.resources) for shape in known):
             raise ResourceError(f"a run needs {describe(need)} on {where} (one CPU for the learner and for each "
@@ -116,6 +198,11 @@ def check_feasible(bundles: list[dict[str, float]], how: str, shapes: list[NodeS
             raise ResourceError(f"a run needs {describe(need)} in all, more than the whole cluster can ever have "
                                 f"({describe({k: capacity.get(k, 0.0) for k in need})}); lower {actors_flag} or "
                                 f"raise the autoscaler's max_workers")
+
+
+def _gpu_parts(bundles: list[dict[str, float]]) -> str:
+    """``0.5 + 0.1 + 0.1 + 0.1``: the GPU shares of a run's bundles, in bundle order (learner first)."""
+    return " + ".join(f"{bundle['GPU']:g}" for bundle in bundles if bundle.get("GPU", 0.0) > 0)
 
 
 def node_shapes(nodes: list[dict], autoscaler_config: dict | None) -> list[NodeShape]:

@@ -27,6 +27,10 @@ from common.envs.tasks import ACTION_REPEAT as _PLANET_ACTION_REPEAT
 from common.urls import redact
 
 
+AUTO = "auto"
+"""The value of cluster.learner_gpus / cluster.actor_gpus that lets the cluster's GPUs decide."""
+
+
 class ConfigError(ValueError):
     """A preset, override or config file that cannot be applied; the message says how to fix it."""
 
@@ -153,10 +157,11 @@ class ClusterConfig:
     """Actor processes, each with its own environments and model copy."""
     envs_per_actor: int = 1
     """Environments one actor steps and plans for in one batch."""
-    actor_gpus: float = 0.0
-    """GPU fraction per actor; 0 plans on CPU."""
-    learner_gpus: float = 1.0
-    """GPUs for the learner; falls back to CPU where none is present."""
+    actor_gpus: float | str = "auto"
+    """GPU share per actor (0 plans on the CPU), or auto: an equal share of what the learner leaves of its GPU,
+    one share kept for evaluation (cluster/resources.py: gpu_shares). A cluster without GPUs runs on CPUs."""
+    learner_gpus: float | str = "auto"
+    """GPUs for the learner, or auto: half a GPU (a whole one when actors plan on the CPU). CPU without GPUs."""
     address: str = ""
     """Ray address: empty starts local Ray, 'auto' joins the running cluster."""
     metrics_port: int = 0
@@ -217,7 +222,7 @@ PRESETS: dict[str, dict] = {
         "planner": {"candidates": 300, "top_k": 30, "iterations": 6},
         "train": {"batch_size": 16, "chunk_length": 32, "updates_per_episode": 50, "eval_every_env_steps": 10_000,
                   "eval_episodes": 3, "publish_every": 25, "checkpoint_every": 100},
-        "cluster": {"learner_gpus": 0.0},
+        "cluster": {"learner_gpus": 0.0, "actor_gpus": 0.0},
     },
     # Shrinks model, planner, batch and episodes so that a whole run fits a CPU test.
     "debug": {
@@ -228,7 +233,7 @@ PRESETS: dict[str, dict] = {
         "replay": {"capacity_steps": 20_000, "prefetch_batches": 1},
         "train": {"batch_size": 4, "chunk_length": 8, "seed_episodes": 1, "updates_per_episode": 5,
                   "budget_env_steps": 2000, "publish_every": 5, "checkpoint_every": 20, "eval_episodes": 2},
-        "cluster": {"learner_gpus": 0.0},
+        "cluster": {"learner_gpus": 0.0, "actor_gpus": 0.0},
     },
 }
 """Named overlays; stack them with '+' (``dmc-cheetah-run+debug``). Keys are ``section -> field -> value``."""
@@ -326,6 +331,12 @@ def _coerce(key: str, value: Any, kind: Any, origin: str) -> Any:
         if not isinstance(value, str):
             raise bad("a string (quote it if it looks like a number)")
         return value
+    if set(typing.get_args(kind)) == {float, str}:  # a share: a number, or "auto"
+        if value == AUTO:
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise bad(f"a number or {AUTO!r}")
+        return float(value)
     raise TypeError(f"config field {key} has an unsupported type {kind!r}")  # a bug in this module, not user input
 
 
@@ -371,7 +382,8 @@ def check(cfg: Config) -> None:
         "train.seed_episodes": cfg.train.seed_episodes, "replay.min_steps": cfg.replay.min_steps,
         "train.eval_every_env_steps": cfg.train.eval_every_env_steps,
         "replay.samples_per_insert_tolerance": cfg.replay.samples_per_insert_tolerance,
-        "cluster.actor_gpus": cfg.cluster.actor_gpus, "cluster.learner_gpus": cfg.cluster.learner_gpus,
+        **{key: share for key, share in (("cluster.actor_gpus", cfg.cluster.actor_gpus),
+                                         ("cluster.learner_gpus", cfg.cluster.learner_gpus)) if share != AUTO},
     }
     for key, value in non_negative.items():
         if value < 0:

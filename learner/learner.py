@@ -22,25 +22,10 @@ import numpy as np
 import torch
 
 from common.config import Config
+from common.device import PRECISIONS, resolve_precision
 from common.envs.preprocess import preprocess_observation
 from learner.objectives import model_loss
 from learner.world_model import WorldModel, one_hot_actions
-
-PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """"auto" -> bfloat16 where the device computes it natively (CUDA with bf16, CPUs with AVX512-BF16/AMX)."""
-    if precision != "auto":
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision {precision!r}: choose auto or one of {', '.join(PRECISIONS)}")
-        return precision
-    if device.type == "cuda":
-        native = torch.cuda.is_bf16_supported(including_emulation=False)
-    else:
-        native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    return "bfloat16" if native else "float32"
-
 
 class Learner:
     def __init__(self, cfg: Config, action_size: int, *, discrete: bool = False, device: str | torch.device = "cpu",
@@ -58,10 +43,16 @@ class Learner:
         torch.manual_seed(seed)
         # Channels-last convolutions run several times faster on CPU (oneDNN) and on GPU tensor cores.
         self.model = WorldModel.from_config(cfg, action_size).to(self.device, memory_format=torch.channels_last)
-        compile = cfg.train.compile if compile is None else compile
-        self._forward = torch.compile(self._loss) if compile else self._loss
+        self.compiled = cfg.train.compile if compile is None else compile
+        self._forward = torch.compile(self._loss) if self.compiled else self._loss
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.train.learning_rate, eps=cfg.train.adam_eps)
+        self.seed = seed
         self.generator = torch.Generator(self.device).manual_seed(seed)
+        # Compiled, the model's latent samples come from torch's default generator of the device (seeded above):
+        # a torch.Generator argument breaks the graph at every sampling step, and inductor draws the default
+        # generator's numbers inside its kernels. Frame dequantisation noise (outside the compiled loss) and
+        # every eager run use ``generator``, whose state checkpoints keep.
+        self.loss_generator: torch.Generator | None = None if self.compiled else self.generator
         self.updates = 0
         self.skipped = 0
 
@@ -71,7 +62,9 @@ class Learner:
         """One gradient step on a (B, L) chunk batch; returns ``learner/*`` metrics.
 
         A non-finite loss or gradient is never applied: the step is skipped and counted in
-        ``learner/skipped_updates``.
+        ``learner/skipped_updates``. The host waits for the device once per update: forward,
+        backward and clipping are queued without a pause, then one copy brings every metric and
+        the finite flag back, and the optimiser step is queued (or skipped) behind it.
         """
         start = time.perf_counter()
         observations, actions, rewards = self._prepare(batch)
@@ -79,14 +72,12 @@ class Learner:
         with self._autocast():
             total, _, tensors = self._forward(observations, actions, rewards)
         self.optimizer.zero_grad(set_to_none=True)
-        finite = bool(torch.isfinite(total))
-        if finite:
-            total.backward()
-            tensors["learner/grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
-                                                                           self.cfg.train.grad_clip)
-            finite = bool(torch.isfinite(tensors["learner/grad_norm"]))
-        # One device-to-host copy for all metrics.
-        metrics = dict(zip(tensors, torch.stack([t.float() for t in tensors.values()]).tolist()))
+        total.backward()  # a non-finite loss gives non-finite gradients, caught below with them
+        tensors["learner/grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        finite_t = torch.isfinite(total) & torch.isfinite(tensors["learner/grad_norm"])
+        # The one device-to-host copy of the update: all metrics and the finite flag.
+        values = torch.stack([t.detach().float() for t in tensors.values()] + [finite_t.float()]).tolist()
+        metrics, finite = dict(zip(tensors, values[:-1])), bool(values[-1])
         if finite:
             self.optimizer.step()
             self.updates += 1
@@ -99,17 +90,29 @@ class Learner:
         return metrics
 
     def _loss(self, observations, actions, rewards):
-        return model_loss(self.model, observations, actions, rewards, self.cfg.loss, self.generator)
+        return model_loss(self.model, observations, actions, rewards, self.cfg.loss, self.loss_generator)
+
+    def stage(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """A replay batch as CPU tensors, in page-locked memory when the learner is on a GPU.
+
+        The prefetcher calls this on its own thread (``Prefetcher(..., transform=learner.stage)``), so
+        the pinning copy overlaps the update in flight and :meth:`update` copies the batch to the
+        device asynchronously (``non_blocking``), without a pageable staging copy.
+        """
+        out = {}
+        for key in ("observations", "actions", "rewards"):
+            if key in batch:
+                tensor = batch[key] if torch.is_tensor(batch[key]) else torch.from_numpy(np.ascontiguousarray(batch[key]))
+                out[key] = tensor.pin_memory() if self.device.type == "cuda" and not tensor.is_pinned() else tensor
+        return {**batch, **out}
 
     def _prepare(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Check shapes, move to the device, go time-major, preprocess frames, one-hot discrete actions."""
         missing = {"observations", "actions", "rewards"} - set(batch)
         if missing:
             raise KeyError(f"batch lacks {sorted(missing)}; expected observations, actions, rewards (B, L, ...)")
-        frames = torch.as_tensor(np.asarray(batch["observations"]) if not torch.is_tensor(batch["observations"])
-                                 else batch["observations"], device=self.device)
-        actions = torch.as_tensor(batch["actions"], device=self.device)
-        rewards = torch.as_tensor(batch["rewards"], device=self.device, dtype=torch.float32)
+        frames, actions, rewards = (self._to_device(batch[key]) for key in ("observations", "actions", "rewards"))
+        rewards = rewards.float()
         size, length = frames.shape[:2]
         if frames.dtype != torch.uint8 or frames.shape[2:] != (64, 64, 3):
             raise ValueError(f"batch observations {tuple(frames.shape)} {frames.dtype}: expected (B, L, 64, 64, 3) uint8")
@@ -125,6 +128,11 @@ class Learner:
         observations = preprocess_observation(frames, self.cfg.env.bit_depth, generator=self.generator)
         observations = observations.permute(0, 1, 4, 2, 3)  # (L, B, H, W, C) -> (L, B, C, H, W), a view
         return observations, actions.float().transpose(0, 1), rewards.transpose(0, 1)
+
+    def _to_device(self, value: Any) -> torch.Tensor:
+        """One array to the device: asynchronous from pinned memory (see :meth:`stage`), a plain copy otherwise."""
+        tensor = value if torch.is_tensor(value) else torch.as_tensor(np.asarray(value))
+        return tensor.to(self.device, non_blocking=tensor.is_pinned())
 
     def _autocast(self):
         dtype = PRECISIONS[self.precision]
@@ -143,10 +151,20 @@ class Learner:
                 "updates": self.updates, "skipped": self.skipped, "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` (load it on the CPU: ``learner.checkpoint.load``; tensors move here).
+
+        A checkpoint made on another kind of device (a GPU run resumed on a CPU, or the reverse) holds
+        the other generator's state, which this one cannot take: the noise generator is then seeded
+        from (seed, updates) instead, and training continues, no longer bit-identical to the original.
+        """
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.updates, self.skipped = int(state["updates"]), int(state["skipped"])
-        self.generator.set_state(state["generator"])
+        generator_state = state["generator"].cpu()
+        try:
+            self.generator.set_state(generator_state)
+        except RuntimeError:  # a CPU generator's 5056-byte state on a CUDA one (16 bytes), or the reverse
+            self.generator.manual_seed(int(np.random.SeedSequence([self.seed, self.updates]).generate_state(1)[0]))
 
     def weights(self) -> dict[str, torch.Tensor]:
         """The model weights alone, on the CPU: what is broadcast to actors."""

@@ -40,7 +40,7 @@ class State:
 
     def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> State:
         """Apply ``fn`` to every field (indexing, reshaping, detaching, moving)."""
-        return State(*(fn(getattr(self, f.name)) for f in fields(self)))
+        return State(*(fn(getattr(self, name)) for name in _FIELDS))
 
     def __getitem__(self, index) -> State:
         return self.map(lambda x: x[index])
@@ -58,11 +58,15 @@ class State:
 
     @staticmethod
     def stack(states: list[State], dim: int = 0) -> State:
-        return State(*(torch.stack([getattr(s, f.name) for s in states], dim) for f in fields(State)))
+        return State(*(torch.stack([getattr(s, name) for s in states], dim) for name in _FIELDS))
 
     @staticmethod
     def cat(states: list[State], dim: int = 0) -> State:
-        return State(*(torch.cat([getattr(s, f.name) for s in states], dim) for f in fields(State)))
+        return State(*(torch.cat([getattr(s, name) for s in states], dim) for name in _FIELDS))
+
+
+_FIELDS = tuple(f.name for f in fields(State))
+"""State's field names, read once: torch.compile traces a tuple of names, not dataclasses.fields of a class."""
 
 
 class PlanningModel(Protocol):

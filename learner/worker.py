@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 import ray
-import torch
 
 from common.config import from_yaml
+from common.device import setup_process
 from common.names import weight_store_name
 from learner import checkpoint
 from learner.learner import Learner
@@ -33,9 +33,12 @@ class LearnerWorker:
     def __init__(self, config_yaml: str, action_size: int, discrete: bool, run_dir: str, run: str,
                  replay_url: str, threads: int = 1):
         self.cfg = from_yaml(config_yaml)
-        torch.set_num_threads(max(1, threads))
-        device = "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
-        self.learner = Learner(self.cfg, action_size, discrete=discrete, device=device, seed=self.cfg.train.seed)
+        # Device, threads and precision (a reserved GPU that CUDA cannot use fails here, in one line).
+        self.placed = setup_process("learner", gpu_ids=ray.get_gpu_ids(), precision=self.cfg.train.precision,
+                                    threads=threads)
+        print(self.placed.describe(), flush=True)  # the worker's log
+        self.learner = Learner(self.cfg, action_size, discrete=discrete, device=self.placed.device,
+                               seed=self.cfg.train.seed, precision=self.placed.precision)
         self.checkpoints = Path(run_dir) / "checkpoints"
         # Loaded on the CPU and moved by load_state_dict; a damaged latest.pt falls back to the one before it
         # (the driver checked the same before launching, so this does not fail at start).
@@ -55,6 +58,10 @@ class LearnerWorker:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def describe_device(self) -> str:
+        """Where this learner computes (common/device.py), for the driver's log."""
+        return self.placed.describe()
 
     def publish(self) -> int:
         """Put the weights into the object store once and hand the reference to the weight store."""
@@ -80,7 +87,8 @@ class LearnerWorker:
                     if prefetcher is None:
                         prefetcher = Prefetcher(self.replay, cfg.batch_size, cfg.chunk_length,
                                                 self.cfg.replay.prefetch_batches, limiter=self.limiter,
-                                                seed=self.cfg.train.seed + self.learner.updates).start()
+                                                seed=self.cfg.train.seed + self.learner.updates,
+                                                transform=self.learner.stage).start()
                     try:
                         batch = prefetcher.get(timeout=0.5)
                     except TimeoutError:  # the limiter holds sampling back: actors have not inserted enough yet

@@ -18,7 +18,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -36,13 +36,17 @@ class Prefetcher:
     """``depth`` batches of (B, L) chunks sampled ahead by ``workers`` threads; stoppable."""
 
     def __init__(self, replay: SequenceReplay, batch: int, length: int, depth: int = 4, *,
-                 limiter: SamplesPerInsert | None = None, workers: int = 1, seed: int | None = None):
+                 limiter: SamplesPerInsert | None = None, workers: int = 1, seed: int | None = None,
+                 transform: Callable[[dict], Any] | None = None):
         """``limiter``: each batch waits for ``limiter.wait_sample()`` first (and is recorded with it).
-        ``workers`` threads sample concurrently, each through its own connection."""
+        ``workers`` threads sample concurrently, each through its own connection. ``transform``: applied
+        to each batch on the worker thread before it is queued (the learner pins it there for an
+        asynchronous copy to the GPU: ``Learner.stage``)."""
         if depth < 1 or workers < 1:
             raise ValueError(f"Prefetcher needs depth >= 1 and workers >= 1, got depth={depth}, workers={workers}")
         self.replay, self.batch, self.length = replay, batch, length
         self.limiter = limiter
+        self.transform = transform
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         seeds = np.random.SeedSequence(seed).spawn(workers)
@@ -131,6 +135,8 @@ class Prefetcher:
                         continue  # keep checking the stop flag
                 start = time.monotonic()
                 batch = self.replay.sample(self.batch, self.length, rng)
+                if self.transform is not None:
+                    batch = self.transform(batch)
                 with self._lock:
                     self._sample_s += time.monotonic() - start
                     self._batches += 1

@@ -2,6 +2,9 @@
 
     replay = open_replay(url, run, wait_s=120)    # SequenceReplay, once the server answers
 
+``url`` is any replay URL: ``redis://:PASSWORD@HOST:PORT/0``, or for the learner on the node of an
+embedded Redis its Unix socket, ``unix:///PATH?db=0&password=PASSWORD`` (``RunProcesses.local_url``).
+
 A Ray actor's constructor that raised would leave the actor dead for good (Ray restarts actors that
 crash, not ones whose constructor fails), so workers wait for the server here instead.
 """

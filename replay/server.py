@@ -7,24 +7,39 @@ A local run (``replay.url`` empty) starts :class:`EmbeddedRedis` in ``RUN_DIR/re
         port              the last port, tried first on restart so that clients' URLs stay valid
         redis.log         the server's log (its tail is shown when it fails to start)
         appendonlydir/    the AOF (fsync every second): what a restart reloads
+        redis.sock        a Unix socket (mode 0700), when its path fits (see below)
 
 The server binds 127.0.0.1 only (protected mode on), never port 6379 (Ray's), and reads its
 configuration from stdin, so the password appears on no command line and in no file but
-``password``. A cluster run gives ``replay.url`` instead; :func:`connect` checks either kind
-and turns the usual failures (unreachable, wrong or missing password) into errors that say
-what to do, as :class:`EmbeddedRedis` does for a missing ``redis-server`` binary.
+``password``. It also listens on a Unix socket, with the same password: processes on the run's
+node (the learner, which reads about 1 GB/s at GPU speed) use :attr:`EmbeddedRedis.unix_url`:
+only this user can open it, where loopback TCP is open to every local user (behind the
+password). A socket path holds at most 107 bytes (``sun_path``), so the socket is
+``RUN_DIR/redis/redis.sock`` when that path fits and the file system takes a socket (a probe
+bind tells), else ``$TMPDIR/orrery-redis-UID/HASH.sock`` (then ``/tmp/...``): a directory of
+this user's, checked to be a real directory owned by them and kept at mode 0700, and HASH the
+first 16 hex digits of the SHA-256 of the resolved ``RUN_DIR/redis``, so one run directory
+always gets the same path (a restart brings the same URL back). If neither works the server
+listens on TCP only and :attr:`~EmbeddedRedis.unix_url` is None.
+
+A cluster run gives ``replay.url`` instead; :func:`connect` checks either kind and turns the
+usual failures (unreachable, wrong or missing password) into errors that say what to do, as
+:class:`EmbeddedRedis` does for a missing ``redis-server`` binary.
 """
 
 from __future__ import annotations
 
 import atexit
 import dataclasses
+import hashlib
 import os
 import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
+import tempfile
 import time
 import urllib.parse
 from pathlib import Path
@@ -38,6 +53,8 @@ from common.urls import redact
 from replay.errors import ReplayAuthError, ReplayConnectionError, ReplayError, ServerNotFoundError
 
 RAY_REDIS_PORT = 6379  # Ray's default GCS/Redis port: never take it
+SOCKET = "redis.sock"  # the Unix socket's name in RUN_DIR/redis
+MAX_SOCKET_PATH = 107  # bytes of a Unix socket path (sun_path is 108 with the NUL; 104 on macOS, where binding tells)
 _LOCAL_HINT = "for a local run leave replay.url empty to start an embedded server"
 _INSTALL_HINT = ("install it: apt-get install redis-server (Debian/Ubuntu; scripts/system-deps.sh does it), "
                  "brew install redis (macOS); or set replay.url to a running Redis")
@@ -64,11 +81,13 @@ class Address:
 
     @classmethod
     def from_url(cls, url: str) -> Address:
-        """Parse ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...``, ``unix://[:password@]/path[?db=N]``."""
+        """Parse ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...``,
+        ``unix://[[user]:password@]/path[?db=N]`` or ``unix:///path?db=N&password=...`` (redis-py's forms;
+        a password in the query is URL-quoted)."""
         scheme = urllib.parse.urlsplit(url).scheme
         if scheme not in ("redis", "rediss", "unix"):
             raise ReplayError(f"replay URL {redact(url)!r}: unknown scheme {scheme!r}; expected "
-                              f"redis://:PASSWORD@HOST:PORT/0, rediss://... or unix://:PASSWORD@/PATH?db=0")
+                              f"redis://:PASSWORD@HOST:PORT/0, rediss://... or unix:///PATH?db=0&password=PASSWORD")
         try:
             kwargs = parse_url(url)
         except ValueError as error:
@@ -92,13 +111,21 @@ class Address:
 
     @property
     def url(self) -> str:
-        """The URL of this address, password included: hand it to clients, do not log it."""
+        """The URL of this address, password included: hand it to clients, do not log it.
+
+        A Unix socket's is redis-py's form ``unix:///PATH?db=N&password=PASSWORD``
+        (``unix://USER:PASSWORD@/PATH?db=N`` with an ACL user).
+        """
         auth = ""
         if self.password is not None or self.username:
             auth = (f"{urllib.parse.quote(self.username or '', safe='')}:"
                     f"{urllib.parse.quote(self.password or '', safe='')}@")
         if self.path:
-            return f"unix://{auth}{self.path}?db={self.db}"
+            path = urllib.parse.quote(self.path, safe="/")
+            if self.username:
+                return f"unix://{auth}{path}?db={self.db}"
+            password = "" if self.password is None else f"&password={urllib.parse.quote(self.password, safe='')}"
+            return f"unix://{path}?db={self.db}{password}"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{'rediss' if self.tls else 'redis'}://{auth}{host}:{self.port}/{self.db}"
 
@@ -147,8 +174,9 @@ def auth_error(address: Address, error: BaseException) -> ReplayAuthError:
     """The error for a refused login at ``address`` (the password is never shown)."""
     detail = _scrub(error, address)
     if address.password is None:
-        return ReplayAuthError(f"Redis at {address.where} requires a password ({detail}); put it in the URL: "
-                               f"redis://:PASSWORD@{address.host}:{address.port}/{address.db}")
+        form = (f"unix://{address.path}?db={address.db}&password=PASSWORD" if address.path
+                else f"redis://:PASSWORD@{address.host}:{address.port}/{address.db}")
+        return ReplayAuthError(f"Redis at {address.where} requires a password ({detail}); put it in the URL: {form}")
     return ReplayAuthError(f"Redis at {address.where} rejected the password ({detail}); check the password in "
                            f"replay.url (an embedded server keeps it in RUN_DIR/redis/password)")
 
@@ -176,6 +204,8 @@ class EmbeddedRedis:
         self._fixed_port = port
         self.port = 0
         self.password = ""
+        self.socket_path: Path | None = None
+        """The Unix socket it also listens on (None: TCP only); chosen at each start, the same for one directory."""
         self._process: subprocess.Popen | None = None
         self._log_start = 0  # where this start's lines begin in redis.log
 
@@ -192,6 +222,7 @@ class EmbeddedRedis:
         os.chmod(self.dir, 0o700)
         self.password = self._load_password()
         self._refuse_second_server()
+        self.socket_path = self._choose_socket()
         for attempt in range(5):
             self.port = self._choose_port(first=attempt == 0)
             log = self.dir / "redis.log"
@@ -220,6 +251,8 @@ class EmbeddedRedis:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        if self.socket_path is not None and _is_socket(self.socket_path):
+            self.socket_path.unlink(missing_ok=True)  # a clean shutdown removes it; a killed server leaves it
 
     def kill(self) -> None:
         """SIGKILL the server, as a crash would (tests of durability)."""
@@ -253,6 +286,26 @@ class EmbeddedRedis:
     def url(self) -> str:
         """``redis://:PASSWORD@127.0.0.1:PORT/0`` (holds the password: do not log it)."""
         return self.address.url
+
+    @property
+    def unix_address(self) -> Address | None:
+        """The Unix socket's address (same password), None when the server listens on TCP only."""
+        if self.socket_path is None:
+            return None
+        return Address(path=str(self.socket_path), password=self.password, db=0)
+
+    @property
+    def unix_url(self) -> str | None:
+        """``unix:///PATH?db=0&password=PASSWORD`` for processes on this node (holds the password: do not log
+        it); None when the server listens on TCP only."""
+        address = self.unix_address
+        return address.url if address is not None else None
+
+    @property
+    def local_url(self) -> str:
+        """The URL for processes on this node (the learner): :attr:`unix_url`, which only this user can open, else
+        :attr:`url` (TCP loopback). Measured no faster than loopback TCP (README, Replay at GPU speed)."""
+        return self.unix_url or self.url
 
     def client(self) -> redis.Redis:
         """A checked redis-py client."""
@@ -295,6 +348,20 @@ class EmbeddedRedis:
             raise ReplayError(f"a redis-server for {self.dir} is already running (pid {pid}, port {port}), perhaps "
                               f"left by a crashed run; stop it (kill {pid}) or pass its URL as replay.url")
 
+    def _choose_socket(self) -> Path | None:
+        """Where the Unix socket goes: RUN_DIR/redis/redis.sock, else a short private directory, else None."""
+        own = self.dir.resolve()
+        key = hashlib.sha256(os.fsencode(own)).hexdigest()[:16]
+        shared = [Path(base) / f"orrery-redis-{os.getuid()}" for base in dict.fromkeys([tempfile.gettempdir(), "/tmp"])]
+        for path in [own / SOCKET, *(directory / f"{key}.sock" for directory in shared)]:
+            if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+                continue
+            if path.parent != own and not _private_dir(path.parent):
+                continue
+            if _can_bind(path):
+                return path
+        return None
+
     def _choose_port(self, first: bool) -> int:
         if self._fixed_port:
             return self._fixed_port
@@ -318,6 +385,8 @@ class EmbeddedRedis:
             f'dir "{self.dir.resolve()}"', f'logfile "{(self.dir / "redis.log").resolve()}"', "daemonize no",
             "appendonly yes", "appendfsync everysec", 'save ""', "maxmemory-policy noeviction",
         ]
+        if self.socket_path is not None:  # same password; 700: only this user (the directory is private too)
+            lines += [f"unixsocket {_quoted(str(self.socket_path))}", "unixsocketperm 700"]
         # The config arrives on stdin ("redis-server -"): the password is on no command line.
         # A new session keeps Ctrl-C in the terminal from killing it before the driver stops it.
         process = subprocess.Popen([binary, "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
@@ -372,6 +441,64 @@ class EmbeddedRedis:
 
 class _PortTaken(Exception):
     pass
+
+
+def _quoted(text: str) -> str:
+    """``text`` as a double-quoted redis.conf argument."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _is_socket(path: Path) -> bool:
+    try:
+        return stat.S_ISSOCK(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _private_dir(path: Path) -> bool:
+    """Make ``path`` (mode 0700) or accept it if it is a real directory of this user's, then made 0700."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        return False
+    try:
+        info = os.lstat(path)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            return False  # a link, a file, or someone else's directory: not a place for our socket
+        if stat.S_IMODE(info.st_mode) != 0o700:
+            os.chmod(path, 0o700)
+    except OSError:
+        return False
+    return True
+
+
+def _can_bind(path: Path) -> bool:
+    """Whether a Unix socket can be bound at ``path`` (its length, the file system); a stale socket there is removed.
+
+    Call it only once this directory's own server is known to be down (``_refuse_second_server``): redis-server
+    removes a socket file it finds at start anyway, and anything that is not a socket is left alone.
+    """
+    if os.path.lexists(path):
+        if not _is_socket(path):
+            return False
+        try:
+            path.unlink()
+        except OSError:
+            return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.bind(str(path))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    try:
+        path.unlink()
+    except OSError:
+        return False
+    return True
 
 
 def _port_free(port: int) -> bool:

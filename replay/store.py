@@ -77,6 +77,10 @@ class SequenceReplay:
                  spec: ReplaySpec | None = None, seed: int | None = None):
         """Connect to the replay of ``run`` (keys ``orrery:<run>:``).
 
+        ``url_or_client``: ``redis://:PASSWORD@HOST:PORT/DB``, a Unix socket's
+        ``unix:///PATH?db=N&password=PASSWORD`` (the embedded server's ``unix_url``: the learner's
+        fast way in on its node; the sampler then reads over the socket too), an Address, or a redis-py client.
+
         ``capacity_steps`` (agent steps kept; FIFO eviction of whole episodes beyond) and
         ``spec`` (task, frame, actions of every episode): the process that creates the run's
         replay passes both, from the run's config; they are stored once, and a later process

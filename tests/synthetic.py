@@ -25,3 +25,15 @@ def moving_square(batch: int, length: int, seed: int) -> dict[str, np.ndarray]:
             frames[b, t, y:y + SQUARE, x:x + SQUARE] = (255, 200, 60)
         rewards[:, t] = 1.0 - np.abs(position - centre).sum(-1) / SIZE
     return {"observations": frames, "actions": actions, "rewards": rewards}
+
+
+def random_episode(run: str, index: int, steps: int, rng: np.random.Generator):
+    """A cheetah-run-shaped episode of random 64x64x3 frames, actions (6,) and rewards: what replay benchmarks store."""
+    from common.episode import Episode, EpisodeInfo
+
+    info = EpisodeInfo(run=run, actor=0, seed=0, episode_id=f"{run}.e{index:05d}", policy_version=0,
+                       task="cheetah-run", env_steps=4 * steps)
+    return Episode(observations=rng.integers(0, 256, (steps + 1, 64, 64, 3), dtype=np.uint8),
+                   actions=rng.uniform(-1, 1, (steps, 6)).astype(np.float32),
+                   rewards=rng.normal(size=steps).astype(np.float32),
+                   terminals=np.zeros(steps, bool), info=info)

@@ -1,6 +1,7 @@
 """Milliseconds per learner update at PlaNet's sizes (B=50 chunks of L=50 steps, 64x64x3 frames).
 
     python tests/benchmarks/bench_learner.py --device cpu --threads 2 [--precision bfloat16|float32]
+    python tests/benchmarks/bench_learner.py --device cuda [--compile]
 
 Prints one JSON line: {"ms_per_update": median, "ms_min", "ms_max", ...settings, "cpu", "torch"}.
 The batch is random frames and actions: the cost of an update does not depend on their content.
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from common.config import load_config
+from common.device import setup_process
 from learner.learner import Learner
 
 
@@ -29,6 +31,11 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def main() -> None:
@@ -43,6 +50,7 @@ def main() -> None:
     parser.add_argument("--overshooting", type=int, default=0, help="latent overshooting distance (0: off)")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=3, help="untimed updates first (compilation happens there)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -56,20 +64,28 @@ def main() -> None:
         "actions": rng.uniform(-1, 1, (args.batch, args.length, args.action_size)).astype(np.float32),
         "rewards": rng.normal(size=(args.batch, args.length)).astype(np.float32),
     }
-    for _ in range(2):  # warm-up (allocator, oneDNN kernels, compilation)
-        learner.update(batch)
+    if learner.device.type == "cuda":
+        setup_process("bench", device=args.device, precision=args.precision, threads=args.threads or 2)  # TF32, cuDNN autotuning, as in a run
+    staged = learner.stage(batch)  # what the prefetcher hands the learner: pinned on a GPU
+    compile_start = time.perf_counter()
+    for _ in range(args.warmup):  # allocator, oneDNN/cuDNN kernel choice, compilation: not timed
+        learner.update(staged)
+    synchronize(learner.device)
+    warmup_s = time.perf_counter() - compile_start
     times = []
     for _ in range(args.repeats):
-        if learner.device.type == "cuda":
-            torch.cuda.synchronize()
         start = time.perf_counter()
-        learner.update(batch)  # update() reads the loss back, so the step has finished when it returns
+        learner.update(staged)
+        # update() returns once the metrics are on the host, with the optimiser step still queued on a GPU:
+        # the clock stops when that step has finished too.
+        synchronize(learner.device)
         times.append(1000 * (time.perf_counter() - start))
     print(json.dumps({
         "ms_per_update": round(statistics.median(times), 1), "ms_min": round(min(times), 1),
         "ms_max": round(max(times), 1), "device": args.device, "threads": torch.get_num_threads(),
         "precision": learner.precision, "batch": args.batch, "length": args.length, "family": args.family,
         "overshooting": args.overshooting, "compile": args.compile, "repeats": args.repeats,
+        "warmup": args.warmup, "warmup_s": round(warmup_s, 1),
         "cpu": cpu_model(), "gpu": torch.cuda.get_device_name() if learner.device.type == "cuda" else None,
         "torch": torch.__version__,
     }))

@@ -1,7 +1,7 @@
 """Speed and likelihood of every model family, Buesing et al.'s comparison: ar, dssm, sssm, rssm, sssm-j2, sssm-j4.
 
     python tests/benchmarks/bench_models.py --threads 2 [--data atari:MsPacman | synthetic] [--updates 200]
-                                            [--sizes default | cpu]
+                                            [--sizes default | cpu] [--device cpu | cuda]
 
 Each model, at the system's default sizes (``--sizes cpu``: the cpu preset's smaller encoder and
 decoder), is trained for ``--updates`` learner updates on B x L chunks of the data, then measured:
@@ -12,8 +12,12 @@ decoder), is trained for ``--updates`` learner updates on B x L chunks of the da
 - ``latent_steps_per_s``: agent steps covered per second by the latent rollout planning uses
   (``imagine_rewards``), batch 32, 12 agent steps; ``frames_per_s``: frames decoded per second
   by an imagined rollout (``imagine_frames``), the same batch and steps. ``*_b1``: at batch 1.
-  With CUDA present, ``cuda_latent_steps_per_s`` and ``cuda_frames_per_s`` are the same on the GPU
-  (the training and likelihood then run on the GPU too).
+  With ``--device cuda`` (default cpu) the training and likelihood run on the GPU, and
+  ``cuda_latent_steps_per_s`` and ``cuda_frames_per_s`` are the rollouts timed there (the plain keys
+  stay CPU figures, so the ratios compare like with like). ``train_s``: wall time of the ``--updates``
+  updates; ``update_ms``: mean ms per update after the first ``--warmup-updates`` (cuDNN autotuning,
+  allocator growth, lazy initialisation), the clock read only after torch.cuda.synchronize() on a GPU.
+  On a GPU, float32 means TF32 matmuls and convolutions with cuDNN autotuning, as in ``orrery train``.
 
 Data: ``atari:<Game>`` collects random-policy episodes of the game (frame skip 4, 64x64; the
 system's own Atari environment) -- ``--episodes`` to train on and 2 held out -- and samples
@@ -27,6 +31,7 @@ speed over ar's, and sssm-j4's covered agent steps per second over sssm's.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -112,21 +117,32 @@ def scored_bits(model, data: Data, args, device: str) -> float:
     return round(float(np.mean([bits[k] for k in SCORED])), 4)
 
 
+def clock(device: torch.device) -> float:
+    """perf_counter once the device's queued work is done (CUDA kernels run asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 def measure(name: str, data: Data, args) -> dict[str, float]:
     family, jump = MODELS[name]
     cfg = load_config(SIZES[args.sizes], [f"model.family={family}", f"model.jump={jump}",
                                           f"train.batch_size={args.batch}", f"train.chunk_length={args.length}",
                                           f"planner.horizon={HORIZON}"])
     torch.manual_seed(0)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(args.device)
     learner = Learner(cfg, data.action_size, device=device, seed=0, precision=args.precision)
-    start = time.perf_counter()
+    start = warm = clock(device)
     for i in range(args.updates):
         learner.update(data.chunks(args.batch, args.length, seed=i))
-    train_s = time.perf_counter() - start
+        if i + 1 == args.warmup_updates:
+            warm = clock(device)
+    end = clock(device)
+    train_s = end - start
+    timed = args.updates - args.warmup_updates
     model = learner.model
     row = {"nll_bits_per_dim": scored_bits(model, data, args, device)}
-    if device == "cuda":
+    if device.type == "cuda":
         for key, value in rollout_speed(model, args.rollouts, HORIZON, repeats=args.repeats).items():
             row[f"cuda_{key}"] = round(value, 1)
     model.to("cpu")
@@ -134,6 +150,7 @@ def measure(name: str, data: Data, args) -> dict[str, float]:
         for key, value in rollout_speed(model, batch, HORIZON, repeats=args.repeats).items():
             row[key + suffix] = round(value, 1)
     row["train_s"] = round(train_s, 1)
+    row["update_ms"] = round(1000 * (end - warm) / timed, 1) if timed > 0 else None
     return row
 
 
@@ -150,17 +167,40 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4, help="open-loop samples per window (stochastic models)")
     parser.add_argument("--rollouts", type=int, default=32, help="batch of the imagined rollouts timed")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu",
+                        help="where the models train and are scored: cpu, cuda or cuda:N (rollouts are timed on "
+                             "the CPU too)")
+    parser.add_argument("--warmup-updates", type=int, default=5,
+                        help="updates left out of update_ms (they still train the model and count in train_s)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--precision", default="float32", choices=["auto", "float32", "bfloat16"])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as error:
+        parser.error(f"--device {args.device}: {error}")
+    if device.type not in ("cpu", "cuda"):
+        parser.error(f"--device {args.device}: choose cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        why = "this torch is a CPU build" if not torch.version.cuda else "no usable GPU (scripts/torch-check.py says why)"
+        parser.error(f"--device {args.device}: {why}")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        parser.error(f"--device {args.device}: torch sees {torch.cuda.device_count()} GPU(s)")
+    if args.warmup_updates < 0:
+        parser.error("--warmup-updates must be >= 0")
+    if device.type == "cuda":  # as the system's GPU processes run (common/device.py): TF32, cuDNN's fastest kernels
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
     data = Data(args.data, args.episodes, args.seed)
     collect_s = time.perf_counter() - start
-    result = {name: measure(name, data, args) for name in args.models}
+    # The chosen GPU as the current one: model_eval's rollout timing synchronizes the current device.
+    with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+        result = {name: measure(name, data, args) for name in args.models}
     ratios = {f"{name}_vs_ar_latent": round(result[name]["latent_steps_per_s"] / result["ar"]["latent_steps_per_s"], 2)
               for name in ("dssm", "sssm", "rssm", "sssm-j2", "sssm-j4") if name in result and "ar" in result}
     if "sssm" in result and "sssm-j4" in result:
@@ -174,7 +214,8 @@ def main() -> None:
         "scored_steps": list(SCORED), "copy_last_frame_bits_per_dim": scored_bits(CopyLastFrame(), data, args, "cpu"),
         "windows": args.windows, "samples": args.samples, "rollout_batch": args.rollouts,
         "threads": torch.get_num_threads(), "cpu": cpu_model(),
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None, "torch": torch.__version__,
+        "device": args.device, "warmup_updates": args.warmup_updates,
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None, "torch": torch.__version__,
     }
     print(json.dumps(result))
 

@@ -32,6 +32,7 @@ import torch
 
 from actors.planner import CEMPlanner
 from common.config import load_config
+from common.device import setup_process
 from learner.state import State
 from learner.world_model import WorldModel
 
@@ -141,7 +142,8 @@ def main() -> None:
     parser.add_argument("--family", default="rssm")
     parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--repeats", type=int, default=5, help="timed plan() calls (median reported)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed plan() calls first")
+    parser.add_argument("--warmup", type=int, default=3,
+                        help="untimed plan() calls first (compilation and CUDA-graph recording happen there)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the CEM iteration")
     parser.add_argument("--quality", action="store_true", help="also compare bfloat16 plans with float32 ones")
     parser.add_argument("--quality-states", type=int, default=20)
@@ -151,6 +153,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    if args.device.startswith("cuda"):
+        setup_process("bench", device=args.device, threads=args.threads or 2)  # TF32 and cuDNN autotuning, as an actor on a GPU has them
     model = build_model(args)
     figures = measure_speed(model, args)
     if args.quality:

@@ -38,24 +38,19 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from common.episode import Episode, EpisodeInfo  # noqa: E402
+from common.episode import Episode  # noqa: E402
 from replay.checksum import frame_hashes, mix64  # noqa: E402
 from replay.server import EmbeddedRedis  # noqa: E402
 from replay.spec import ReplaySpec  # noqa: E402
 from replay.store import SequenceReplay  # noqa: E402
-from tests.synthetic import moving_square  # noqa: E402
+from tests.synthetic import moving_square, random_episode  # noqa: E402
 
 RUN = "bench-replay"
 SPEC = ReplaySpec("cheetah-run", (64, 64, 3), "<f4", (6,))
 
 
 def make_episode(index: int, steps: int, rng: np.random.Generator) -> Episode:
-    info = EpisodeInfo(run=RUN, actor=0, seed=0, episode_id=f"{RUN}.e{index:05d}", policy_version=0,
-                       task="cheetah-run", env_steps=4 * steps)
-    return Episode(observations=rng.integers(0, 256, (steps + 1, 64, 64, 3), dtype=np.uint8),
-                   actions=rng.uniform(-1, 1, (steps, 6)).astype(np.float32),
-                   rewards=rng.normal(size=steps).astype(np.float32),
-                   terminals=np.zeros(steps, bool), info=info)
+    return random_episode(RUN, index, steps, rng)
 
 
 def timed(function, repeats: int) -> list[float]:

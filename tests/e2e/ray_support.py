@@ -44,8 +44,10 @@ class RayHead:
     ``env`` is what a client of this head (the CLI, ``ray job submit``) needs in its environment.
     """
 
-    def __init__(self, num_cpus: int, env: dict[str, str] | None = None, temp_dir: Path | None = None):
-        """``temp_dir``: Ray's temp dir for the head (default: a new one under /tmp); the head registers itself there
+    def __init__(self, num_cpus: int, env: dict[str, str] | None = None, temp_dir: Path | None = None,
+                 num_gpus: int = 0):
+        """``num_gpus``: GPUs the head declares (Ray schedules them; a CPU machine has none to compute on).
+        ``temp_dir``: Ray's temp dir for the head (default: a new one under /tmp); the head registers itself there
         as the machine's current cluster (``ray_current_cluster``), where ``ray.init()`` looks with RAY_TMPDIR set to
         its parent."""
         self.temp_dir = Path(temp_dir or tempfile.mkdtemp(prefix="orr-head-", dir="/tmp"))  # socket paths stay short
@@ -58,7 +60,7 @@ class RayHead:
                      "metrics-export-port", "runtime-env-agent-port", "node-manager-port", "object-manager-port"):
             ports[name] = free_port()
         self.args = [RAY, "start", "--head", "--block",
-                     f"--num-cpus={num_cpus}", "--num-gpus=0", f"--temp-dir={self.temp_dir}",
+                     f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}", f"--temp-dir={self.temp_dir}",
                      "--min-worker-port=0", "--max-worker-port=0", "--dashboard-host=127.0.0.1",
                      "--disable-usage-stats", *(f"--{name}={value}" for name, value in ports.items())]
         self.process: subprocess.Popen | None = None
@@ -83,8 +85,9 @@ class RayHead:
                 return self
             except OSError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
+                    log_text = (self.temp_dir / "head.log").read_text()[-3000:]  # before __exit__ removes it
                     self.__exit__()
-                    raise RuntimeError(f"ray start --head failed: {(self.temp_dir / 'head.log').read_text()[-3000:]}")
+                    raise RuntimeError(f"ray start --head failed: {log_text}")
                 time.sleep(1)
 
     def __exit__(self, *exc) -> None:

@@ -117,6 +117,20 @@ def test_eval_of_damaged_checkpoints_is_one_line(run):
     assert snapshot(run) == before
 
 
+@pytest.mark.parametrize("device, words", [
+    ("tpu", ["--device 'tpu'", "choose auto, cpu, cuda or cuda:N"]),
+    ("cuda:7", ["cuda:7"]),
+])
+def test_eval_on_a_device_that_cannot_be_used_is_one_line(run, device, words):
+    """`orrery eval --device`: no such device, or a GPU this torch cannot use (CI: a CPU build), before any episode."""
+    before = snapshot(run)
+    line = one_line(orrery("eval", str(run), "--episodes", "1", "--device", device, timeout=240))
+    assert all(word in line for word in words), line
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        assert "--device cpu" in line, line
+    assert snapshot(run) == before
+
+
 def test_resume_of_a_run_another_driver_holds_is_refused(run):
     holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
                                "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(600)",

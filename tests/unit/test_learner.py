@@ -48,6 +48,32 @@ def test_state_dict_round_trip_continues_identically():
     assert (a.updates, b.updates) == (4, 4)
 
 
+def test_a_checkpoint_of_another_device_kind_resumes_with_a_reseeded_generator():
+    """A GPU run's checkpoint holds a CUDA generator's state (16 bytes), which a CPU generator cannot take."""
+    a = Learner(CFG, 2, seed=0)
+    a.update(batches(1)[0])
+    state = a.state_dict()
+    cuda_like = {**state, "generator": torch.zeros(16, dtype=torch.uint8)}  # a CUDA Philox seed + offset
+    b = Learner(CFG, 2, seed=0)
+    b.load_state_dict(cuda_like)
+    assert b.updates == 1 and all(torch.equal(p, q) for p, q in zip(params(a), params(b)))
+    c = Learner(CFG, 2, seed=0)
+    c.load_state_dict(cuda_like)
+    assert torch.equal(b.generator.get_state(), c.generator.get_state()), "reseeded from (seed, updates): the same"
+    assert b.update(batches(1, seed=5)[0])["learner/total_loss"] == c.update(batches(1, seed=5)[0])["learner/total_loss"]
+    assert b.updates == 2
+
+
+def test_stage_gives_cpu_tensors_the_update_takes():
+    learner = Learner(CFG, 2, seed=0)
+    batch = batches(1)[0]
+    staged = learner.stage(batch)
+    assert all(torch.is_tensor(staged[key]) for key in ("observations", "actions", "rewards"))
+    assert torch.equal(staged["observations"], torch.from_numpy(batch["observations"]))
+    other = Learner(CFG, 2, seed=0)
+    assert learner.update(staged)["learner/total_loss"] == other.update(batch)["learner/total_loss"]
+
+
 def test_non_finite_loss_is_skipped_and_reported():
     learner = Learner(CFG, 2, seed=0)
     batch = batches(1)[0]
@@ -103,10 +129,28 @@ def test_weights_are_cpu_tensors_of_the_model():
 
 @pytest.mark.slow
 def test_compiled_loss_matches_eager():
-    """torch.compile of the loss (train.compile) traces without graph breaks and computes the same updates."""
+    """torch.compile of the loss (train.compile) traces without graph breaks and computes the same updates.
+
+    Compiled, latent samples come from torch's default generator (a Generator argument would break the
+    graph at every step); inductor's fallback_random draws them exactly as eager ops do, so an eager
+    learner sampling from the same generator must match update for update.
+    """
+    import torch._dynamo
+    import torch._inductor.config
+    from torch._dynamo.utils import counters
+
     data = batches(3)
-    eager = Learner(CFG, 2, seed=0, precision="float32")
-    compiled = Learner(CFG, 2, seed=0, precision="float32", compile=True)
-    for batch in data:
-        a, b = eager.update(batch), compiled.update(batch)
-        assert b["learner/total_loss"] == pytest.approx(a["learner/total_loss"], rel=1e-4)
+    torch._dynamo.reset()
+    counters.clear()
+    with torch._inductor.config.patch(fallback_random=True):
+        eager = Learner(CFG, 2, seed=0, precision="float32")
+        eager.loss_generator = None  # sample as the compiled loss does
+        compiled = Learner(CFG, 2, seed=0, precision="float32", compile=True)
+        assert compiled.loss_generator is None
+        for batch in data:
+            torch.manual_seed(7)
+            a = eager.update(batch)
+            torch.manual_seed(7)
+            b = compiled.update(batch)
+            assert b["learner/total_loss"] == pytest.approx(a["learner/total_loss"], rel=1e-4)
+    assert not counters["graph_break"], f"graph breaks in the compiled loss: {dict(counters['graph_break'])}"

@@ -224,3 +224,44 @@ def test_plans_with_the_real_world_model(task_action):
     else:
         assert action.shape == (4, 3) and action.dtype == torch.float32
         assert bool((action >= torch.tensor(task_action.low)).all() and (action <= torch.tensor(task_action.high)).all())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("discrete_actions", [False])  # both kinds under CUDA graphs: tests/gpu (compiling costs ~30 s)
+def test_compiled_iterations_plan_as_eager_ones(discrete_actions):
+    """planner.compile: each iteration's outputs feed the next call; compiled plans equal eager ones (same noise)."""
+    from common.config import load_config
+    from learner.world_model import WorldModel
+
+    cfg = load_config("debug", ["model.cnn_depth=2"])
+    spec = ActionSpec(discrete=True, size=5) if discrete_actions else ActionSpec(discrete=False, size=2,
+                                                                                   low=(-1.0, -1.0), high=(1.0, 1.0))
+    torch.manual_seed(0)
+    model = WorldModel.from_config(cfg, spec.size).eval()
+    belief = model.observe_step(model.rssm.initial(3), torch.zeros(3, spec.size), torch.rand(3, 3, 64, 64) - 0.5)
+    eager = CEMPlanner.from_config(model, cfg.planner, spec)
+    compiled = CEMPlanner.from_config(model, cfg.planner, spec, compile=True)
+    assert_compiled_plans_equal(eager, compiled, belief, discrete_actions, "cpu", rtol=1e-4, atol=1e-5)
+
+
+def assert_compiled_plans_equal(eager: CEMPlanner, compiled: CEMPlanner, belief: State, discrete: bool, device: str,
+                                rtol: float, atol: float, plans: int = 2) -> None:
+    """Plan ``plans`` times with both planners from the same noise and the same prior samples; the plans must agree.
+
+    Later plans run on the compiled code (and, under CUDA graphs, on replays) of the first.
+    """
+    import torch._inductor.config
+
+    shape = eager._noise_shape(belief.batch_shape[0])
+    with torch._inductor.config.patch(fallback_random=True):  # the prior's samples drawn as eager draws them
+        for seed in range(plans):
+            generator = torch.Generator(device).manual_seed(seed)
+            noise = (torch.rand if discrete else torch.randn)(shape, generator=generator, device=device)
+            torch.manual_seed(seed)
+            expected = eager.plan_sequence(belief, noise)
+            torch.manual_seed(seed)
+            got = compiled.plan_sequence(belief, noise)
+            if discrete:
+                assert torch.equal(got, expected)
+            else:
+                torch.testing.assert_close(got, expected, rtol=rtol, atol=atol)

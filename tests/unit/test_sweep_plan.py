@@ -13,7 +13,7 @@ from cluster.submit import cluster_argv, read_env_file
 from cluster.sweep import (
     SweepError, SweepSpec, SweepState, format_summary, parse_seeds, parse_tasks, plan_runs, report_inputs, summarise,
 )
-from common.config import load_config
+from common.config import ConfigError, load_config
 from common.envs.tasks import UnknownTaskError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,11 +85,46 @@ def test_a_run_is_one_bundle_per_process_and_pins_each_role():
 
 
 def test_gpus_and_driver_slots_where_the_cluster_has_them():
-    cfg = load_config("dmc-cheetah-run", ["cluster.actors=2", "cluster.actor_gpus=0.25"])
+    cfg = load_config("dmc-cheetah-run", ["cluster.actors=2", "cluster.actor_gpus=0.25", "cluster.learner_gpus=1"])
     bundles = resources.run_bundles(cfg, cluster_yaml_shapes())
     assert bundles == [{resources.DRIVER_SLOT: 1.0}, {"CPU": 1.0, "GPU": 1.0}] + [{"CPU": 1.0, "GPU": 0.25}] * 2
     cpu_only = resources.run_bundles(cfg, LOCAL)
     assert all("GPU" not in bundle for bundle in cpu_only), "a CPU-only cluster trains on CPU, as orrery train does"
+
+
+def test_auto_gpu_shares_put_a_run_on_one_gpu_with_room_for_an_evaluation():
+    one_gpu = [resources.NodeShape("gpu node", {"CPU": 16.0, "GPU": 1.0})]
+    cfg = load_config("dmc-cheetah-run", ["cluster.actors=4", "train.eval_every_env_steps=10000"])
+    shares = resources.gpu_shares(cfg, 1.0)
+    assert (shares.learner, shares.actor, shares.evaluation) == (0.5, 0.1, 0.1)
+    bundles = resources.run_bundles(cfg, one_gpu)
+    assert bundles[1:] == [{"CPU": 1.0, "GPU": 0.5}] + [{"CPU": 1.0, "GPU": 0.1}] * 4 + [{"GPU": 0.1}]
+    assert resources.total(bundles)["GPU"] <= 1.0
+    resources.check_feasible(bundles[1:], "STRICT_PACK", one_gpu, where="this node")
+    # Five actors: 0.5 / 6 each, rounded down to Ray's resolution, never over the GPU.
+    odd = resources.gpu_shares(load_config("dmc-cheetah-run", ["cluster.actors=5"]), 1.0)
+    assert odd.actor == pytest.approx(0.0833) and odd.learner + 6 * odd.actor <= 1.0
+    # Actors on the CPU: the learner takes the whole GPU; a learner on the CPU leaves the GPU to the actors.
+    assert resources.gpu_shares(load_config("dmc-cheetah-run", ["cluster.actor_gpus=0"]), 1.0) == \
+        resources.GpuShares(1.0, 0.0, 0.0)
+    assert resources.gpu_shares(load_config("dmc-cheetah-run", ["cluster.learner_gpus=0", "cluster.actors=3"]),
+                                1.0) == resources.GpuShares(0.0, 0.25, 0.25)
+    # No GPU anywhere: everything on the CPU whatever the config asks; the CPU presets ask for none.
+    assert resources.gpu_shares(load_config("dmc-cheetah-run", ["cluster.learner_gpus=1"]), 0.0) == resources.GpuShares()
+    assert resources.gpu_shares(load_config("dmc-cheetah-run+cpu"), 1.0) == resources.GpuShares()
+    # Without evaluations during training no evaluation bundle is held (the final one uses the actors' room).
+    assert len(resources.run_bundles(load_config("dmc-cheetah-run", ["cluster.actors=4"]), one_gpu)) == 6
+    assert resources.bundle_index("evaluation", 0) == -1
+
+
+def test_gpu_shares_that_do_not_fit_one_node_are_refused_before_launch():
+    one_gpu = [resources.NodeShape("this node", {"CPU": 16.0, "GPU": 1.0})]
+    cfg = load_config("dmc-cheetah-run", ["cluster.actors=4", "cluster.learner_gpus=1", "cluster.actor_gpus=0.1"])
+    with pytest.raises(resources.ResourceError, match=r"add up to 1.4 GPU \(1 \+ 0.1 \+ 0.1 \+ 0.1 \+ 0.1\).*"
+                                                      r"cluster.learner_gpus / cluster.actor_gpus"):
+        resources.check_feasible(resources.run_bundles(cfg, one_gpu)[1:], "STRICT_PACK", one_gpu, where="this node")
+    with pytest.raises(ConfigError, match="cluster.actor_gpus must be a number or 'auto'"):
+        load_config("dmc-cheetah-run", ["cluster.actor_gpus=half"])
 
 
 def test_runs_no_node_can_hold_are_refused_with_the_reason():
