@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import numpy as np
@@ -42,8 +41,9 @@ def model_and_belief(device: str, cfg=CFG, count: int = 3):
     return model, belief.map(lambda x: x.clone())
 
 
-def test_setup_process_on_a_reserved_gpu():
-    os.environ.pop("MUJOCO_EGL_DEVICE_ID", None)
+def test_setup_process_on_a_reserved_gpu(monkeypatch):
+    monkeypatch.setenv("MUJOCO_EGL_DEVICE_ID", "0")
+    monkeypatch.delenv("MUJOCO_EGL_DEVICE_ID")  # what setup_process sets is undone after the test
     placed = setup_process("test", gpu_ids=[0], precision="auto", threads=8)
     assert placed.device == torch.device("cuda", 0) and placed.on_gpu
     assert placed.threads <= 2 and torch.get_num_threads() == placed.threads

@@ -49,7 +49,10 @@ def test_precision_auto_follows_the_device_and_names_are_checked():
     (None, 0, None),            # no EGL library at all
 ])
 def test_each_gpu_process_renders_on_its_own_gpu(monkeypatch, ordinals, cuda, expected):
-    monkeypatch.delenv("MUJOCO_EGL_DEVICE_ID", raising=False)
+    # Set, then removed, through monkeypatch: the value _pin_egl_device writes is undone after the test (a leaked
+    # MUJOCO_EGL_DEVICE_ID would send later tests' renderers to a device this machine lacks).
+    monkeypatch.setenv("MUJOCO_EGL_DEVICE_ID", "0")
+    monkeypatch.delenv("MUJOCO_EGL_DEVICE_ID")
     monkeypatch.setenv("MUJOCO_GL", "egl")
     monkeypatch.setattr(device_lib, "egl_cuda_devices", lambda: ordinals)
     assert device_lib._pin_egl_device(cuda) == expected
