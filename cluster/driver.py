@@ -131,8 +131,9 @@ class Driver:
             self.processes.claim()  # a live driver of this run is refused before Ray starts
         self.processes.start_ray(cfg, cpus=cfg.cluster.actors + 1)
         placement = self.placement or self._default_placement()
+        shapes = resources.node_shapes(ray.nodes(), resources.load_autoscaler_config())  # up, and to come
         if self.placement is None:
-            self._check_resources()
+            self._check_resources(shapes)
         self.processes.claim()
         url = self.processes.start_replay(cfg)
         self.replay = SequenceReplay(url, self.run_name, capacity_steps=cfg.replay.capacity_steps,
@@ -160,13 +161,13 @@ class Driver:
         self.telemetry.open()
         if self.processes.dashboard_url:
             self.log(f"Ray dashboard: {self.processes.dashboard_url}")
-        self._launch(url, placement)
+        self._launch(url, placement, shapes)
 
-    def _launch(self, url: str, placement: Placement) -> None:
+    def _launch(self, url: str, placement: Placement, shapes: list) -> None:
         cfg = self.cfg
         config_yaml = self.config_yaml
         threads = self.process_threads = self.threads or max(1, (os.cpu_count() or 1) // (cfg.cluster.actors + 1))
-        shares = self.shares = resources.gpu_shares(cfg, resources.most_gpus(self._shapes()))
+        shares = self.shares = resources.gpu_shares(cfg, resources.most_gpus(shapes))
         self.log(f"processes: {shares.describe(cfg.cluster.actors)}")
         cpus = {} if self.placement else {"num_cpus": resources.PROCESS_CPUS}  # a sweep's bundles hold them
         self.store = WeightStore.options(name=weight_store_name(self.run_name), **placement("store", 0)).remote()
@@ -207,13 +208,10 @@ class Driver:
         strategy = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
         return lambda role, index: {"scheduling_strategy": strategy}
 
-    def _shapes(self) -> list:
-        """The nodes that are up and those the autoscaler may start (cluster/resources.py)."""
-        return resources.node_shapes(ray.nodes(), resources.load_autoscaler_config())
+    def _check_resources(self, shapes: list) -> None:
+        """Refuse a run the cluster can never hold, before anything launches; say so when it must wait for room.
 
-    def _check_resources(self) -> None:
-        """Refuse a run the cluster can never hold, before anything launches; say so when it must wait for room."""
-        shapes = self._shapes()
+        ``shapes``: the nodes that are up and those the autoscaler may start (cluster/resources.py)."""
         bundles = resources.run_bundles(self.cfg, shapes)[1:]  # the learner, each actor, an evaluation (not this driver)
         if self.cfg.replay.url:
             resources.check_feasible(bundles, "PACK", shapes, actors_flag="--actors")

@@ -71,9 +71,6 @@ class GpuShares:
     evaluation: float = 0.0
     """An evaluation's share; reserved beside the actors' (its own bundle) when evaluations run during training."""
 
-    def total(self, actors: int, evaluating: bool) -> float:
-        return self.learner + actors * self.actor + (self.evaluation if evaluating else 0.0)
-
     def describe(self, actors: int) -> str:
         """``learner 0.5 GPU, 4 actors x 0.1 GPU, evaluation 0.1 GPU`` (or ``CPU`` where a share is 0)."""
         def share(value: float) -> str:
@@ -113,10 +110,6 @@ def most_gpus(shapes: Iterable[NodeShape]) -> float:
     return max((shape.resources.get("GPU", 0.0) for shape in shapes), default=0.0)
 
 
-def evaluates_during_training(cfg: Config) -> bool:
-    return cfg.train.eval_every_env_steps > 0
-
-
 def bundle_index(role: str, index: int) -> int:
     """The bundle of a run's placement group that ``role`` (store, learner, actor, evaluation) ``index`` uses.
 
@@ -137,7 +130,7 @@ def run_bundles(cfg: Config, shapes: Iterable[NodeShape]) -> list[dict[str, floa
         return {"CPU": PROCESS_CPUS, **({"GPU": gpu_share} if gpu_share > 0 else {})}
 
     bundles = [driver, process(shares.learner)] + [process(shares.actor)] * cfg.cluster.actors
-    if shares.evaluation > 0 and evaluates_during_training(cfg):
+    if shares.evaluation > 0 and cfg.train.eval_every_env_steps > 0:  # periodic evaluations beside the actors
         bundles.append({"GPU": shares.evaluation})
     return bundles
 
@@ -180,14 +173,14 @@ def check_feasible(bundles: list[dict[str, float]], how: str, shapes: list[NodeS
             raise ResourceError(f"a run needs a node with {describe(bundle)} for one process, but no node can have "
                                 f"that (the most any node has: {most}); lower cluster.learner_gpus / "
                                 f"cluster.actor_gpus or add such a node type")
-    gpu_need = need.get("GPU", 0.0)
-    gpu_most = max((shape.resources.get("GPU", 0.0) for shape in known), default=0.0)
-    if how == "STRICT_PACK" and gpu_need > gpu_most + 1e-9:
-        raise ResourceError(f"a run's GPU shares add up to {gpu_need:g} GPU ({_gpu_parts(bundles)}), more than "
-                            f"{'this node has' if where != 'one node' else 'any node has'} ({gpu_most:g}); lower "
-                            f"cluster.learner_gpus / cluster.actor_gpus (or leave both auto), or lower {actors_flag}")
     if how == "STRICT_PACK":
         if not any(fits(need, shape.resources) for shape in known):
+            gpu_need, gpu_most = need.get("GPU", 0.0), most_gpus(known)
+            if gpu_need > gpu_most + 1e-9:  # short of GPU: the fix is the shares, not the CPUs or the replay
+                raise ResourceError(f"a run's GPU shares add up to {gpu_need:g} GPU ({_gpu_parts(bundles)}), more "
+                                    f"than {'this node has' if where != 'one node' else 'any node has'} "
+                                    f"({gpu_most:g}); lower cluster.learner_gpus / cluster.actor_gpus (or leave both "
+                                    f"auto), or lower {actors_flag}")
             raise ResourceError(f"a run needs {describe(need)} on {where} (one CPU for the learner and for each "
                                 f"actor; without --redis its embedded replay is on loopback, so the whole run shares "
                                 f"a node), but {'it' if where != 'one node' else 'no node'} has that (the most any "
