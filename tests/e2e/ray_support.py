@@ -38,6 +38,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def short_temp_dir(prefix: str = "orr-") -> Path:
+    """A new private directory directly under /tmp, for Ray's temp files (RAY_TMPDIR, ``--temp-dir``).
+
+    Not under pytest's tmp_path: Ray binds Unix sockets under ``<dir>/ray/session_<date>_<pid>/sockets/``, a socket
+    path holds at most 107 bytes, and with ``/tmp/pytest-of-root/pytest-106/...`` in front the dashboard's modules'
+    sockets no longer fit (``ray start`` then fails with "Module MetricsHead failed to start")."""
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
 class RayHead:
     """A private ``ray start --head --block`` with ``num_cpus`` logical CPUs; a context manager.
 
@@ -50,7 +59,7 @@ class RayHead:
         ``temp_dir``: Ray's temp dir for the head (default: a new one under /tmp); the head registers itself there
         as the machine's current cluster (``ray_current_cluster``), where ``ray.init()`` looks with RAY_TMPDIR set to
         its parent."""
-        self.temp_dir = Path(temp_dir or tempfile.mkdtemp(prefix="orr-head-", dir="/tmp"))  # socket paths stay short
+        self.temp_dir = Path(temp_dir or short_temp_dir("orr-head-"))
         self.temp_dir.mkdir(parents=True, exist_ok=True)
         self.port, self.dashboard_port = free_port(), free_port()
         self.env = {**os.environ, **(env or {}), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
