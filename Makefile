@@ -34,9 +34,10 @@ $(VENV)/.installed: pyproject.toml scripts/system-deps.sh
 torch-check:
 	@$(BIN)/python scripts/torch-check.py
 
-# The main job: a short real training run (local Ray, embedded Redis, DMC cartpole-swingup, debug sizes).
+# The main job: a world model learnt from pixels and planned with, beating a random policy in about 5 minutes on
+# 2 cores (local Ray, embedded Redis, synthetic:reach; README "Set up and run").
 run: install
-	$(BIN)/orrery train --preset dmc-cartpole-swingup+debug --actors 2 --budget-steps 3000
+	$(BIN)/orrery train --preset synthetic-reach --actors 1
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -58,6 +58,19 @@ def describe(result: dict) -> str:
             f"{result['random_return_mean']:.1f} ± {result['random_return_std']:.1f}")
 
 
+def verdict(result: dict) -> str:
+    """Planning against the random policy in one phrase: "clearly beats ..." only when the planned returns' mean
+    less its std is above the random mean plus its std (both spreads apart), with the ratio of the means."""
+    plan, plan_std = result["return_mean"], result["return_std"]
+    rand, rand_std = result["random_return_mean"], result["random_return_std"]
+    ratio = f"{plan / rand:.1f}x the random policy's return" if rand > 0 else f"{plan - rand:+.1f} over random"
+    if plan - plan_std > rand + rand_std:
+        return f"planning clearly beats the random policy: {ratio}, beyond both spreads"
+    if plan > rand:
+        return f"planning is ahead of the random policy but within the spreads ({ratio}): not yet clearly better"
+    return f"planning is not better than the random policy yet ({ratio})"
+
+
 def summarize(result: dict, env_steps: int) -> dict:
     """The numbers of an evaluation (what returns.json holds): no episodes, no model."""
     return {**{k: v for k, v in result.items() if k not in ("episodes", "model")}, "env_steps": env_steps,

@@ -29,7 +29,7 @@ from typing import Callable
 
 import ray
 
-from actors.evaluator import describe, write_files
+from actors.evaluator import describe, verdict, write_files
 from actors.worker import ActorWorker, evaluation_task
 from cluster import resources
 from cluster.exporter import registration_dir
@@ -425,6 +425,7 @@ class Driver:
         write_atomic(self.run_dir / SUMMARY, json.dumps(summary, indent=2))
         self.log(f"done: {summary['env_steps']} env steps, {summary['episodes']} episodes, {summary['updates']} "
                  f"updates; eval return {evaluation['return_mean']:.1f} (random {evaluation['random_return_mean']:.1f})")
+        self.log(verdict(evaluation))
         self.log(f"results: {self.run_dir}/ (metrics.jsonl, checkpoints/latest.pt, eval/returns.json, "
                  f"eval/open_loop.gif, summary.json)")
         return summary

@@ -91,6 +91,7 @@ CATALOGUE: tuple[Metric, ...] = tuple(
         "learner/prior_std": "Mean standard deviation of the prior p(s_t | h_t)",
         "learner/posterior_std": "Mean standard deviation of the posterior q(s_t | h_t, o_t)",
         "learner/policy_version": "Update count of the weights last published to actors",
+        "learner/threads": "CPU threads the learner computes with now (more while the limiter holds the actors)",
         "limiter/samples_per_insert": "Sampled steps per inserted step beyond the minimum replay size",
         "prefetch/sample_ms": "Milliseconds to sample one batch from replay (recent mean)",
         "prefetch/ready": "Batches sampled ahead and waiting for the learner",

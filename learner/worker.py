@@ -15,12 +15,13 @@ import time
 from pathlib import Path
 
 import ray
+import torch
 
 from common.config import from_yaml
 from common.device import setup_process
 from common.names import weight_store_name
 from learner import checkpoint
-from learner.learner import Learner
+from learner.learner import Learner, ThreadPacer
 from replay import REDIS_DOWN, Prefetcher, SamplesPerInsert
 from replay.reconnect import open_replay
 
@@ -47,6 +48,10 @@ class LearnerWorker:
         self.reconnects = 0
         self.replay = open_replay(replay_url, run, wait_s=REDIS_WAIT_S)  # a restart may find Redis restarting too
         self.limiter = SamplesPerInsert.for_run(self.cfg, counters=self.replay)
+        # While the limiter holds the actors back they wait for this learner, idle: on the CPU it then borrows
+        # their cores (its share and theirs, at most the node's), and returns them once they may collect again.
+        self.pacer = ThreadPacer(self.placed.threads, self.placed.threads if self.placed.on_gpu else
+                                 min(os.cpu_count() or 1, threads * (self.cfg.cluster.actors + 1)))
         self.store = ray.get_actor(weight_store_name(run))
         self._stop = threading.Event()
         self._idle = threading.Event()  # set while no train() loop runs
@@ -96,13 +101,15 @@ class LearnerWorker:
                     metrics = self.learner.update(batch)
                     count += 1
                     updates = self.learner.updates
-                    if updates % cfg.publish_every == 0:
-                        self.publish()
+                    released = self.pacer.pace(held=not self.limiter.can_insert())  # one Redis round trip
+                    if updates % cfg.publish_every == 0 or released:
+                        self.publish()  # and at once when the actors may collect again: they start on these
                     if updates % cfg.checkpoint_every == 0:
                         self.save_checkpoint()
                     metrics["learner/updates_per_s"] = count / (time.perf_counter() - started)
                     metrics["learner/restored_updates"] = self.restored_updates
                     metrics["learner/policy_version"] = self._published
+                    metrics["learner/threads"] = torch.get_num_threads()
                     metrics["learner/replay_reconnects"] = self.reconnects
                     metrics.update(self.limiter.metrics())
                     metrics.update(prefetcher.metrics())

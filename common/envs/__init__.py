@@ -1,4 +1,4 @@
-"""Pixel environments: ``make_env(task, seed)`` for ``dmc:``, ``atari:`` and ``gym:`` task ids.
+"""Pixel environments: ``make_env(task, seed)`` for ``dmc:``, ``atari:``, ``gym:`` and ``synthetic:`` task ids.
 
 Every environment yields (64, 64, 3) uint8 frames, repeats each action ``action_repeat``
 times with rewards summed, and ends an episode after ``max_env_steps`` env steps.
@@ -28,6 +28,10 @@ def make_env(task: str, seed: int = 0, *, action_repeat: int | None = None, max_
         from common.envs.atari import AtariEnv
 
         return AtariEnv(name, seed, **kwargs)
+    if family == "synthetic":
+        from common.envs.synthetic import SyntheticEnv
+
+        return SyntheticEnv(name, seed, **kwargs)
     from common.envs.gym_env import GymEnv
 
     return GymEnv(name, seed, **kwargs)

@@ -5,6 +5,7 @@ A task id is ``<family>:<name>``:
 - ``dmc:<domain>-<task>`` -- DeepMind Control Suite, e.g. ``dmc:cheetah-run``, ``dmc:cup-catch``
 - ``atari:<Game>`` -- Arcade Learning Environment through Gymnasium, e.g. ``atari:MsPacman``
 - ``gym:<id>`` -- any Gymnasium environment that renders ``rgb_array``, e.g. ``gym:Pendulum-v1``
+- ``synthetic:reach`` -- a square steered to the centre of the frame (common/envs/synthetic.py): learnt in minutes
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ FAMILIES: dict[str, str] = {
     "dmc": "dm_control suite, dmc:<domain>-<task>, e.g. dmc:cheetah-run",
     "atari": "Arcade Learning Environment, atari:<Game>, e.g. atari:MsPacman",
     "gym": "any Gymnasium env that renders rgb_array, gym:<id>, e.g. gym:Pendulum-v1",
+    "synthetic": "Orrery's own quick pixel task, synthetic:reach",
 }
 
 ACTION_REPEAT: dict[str, int] = {

@@ -57,6 +57,7 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]]]]]] = [
         ("Prior and posterior std", "none",
          [(q("orrery_learner_prior_std"), "{{run}} prior"), (q("orrery_learner_posterior_std"), "{{run}} posterior")]),
         ("Published weight version", "none", [(q("orrery_learner_policy_version"), "{{run}}")]),
+        ("CPU threads (more while actors wait for it)", "none", [(q("orrery_learner_threads"), "{{run}}")]),
     ]),
     ("Replay", [
         ("Stored agent steps", "none",

@@ -2,6 +2,7 @@
 
     python tests/benchmarks/bench_learner.py --device cpu --threads 2 [--precision bfloat16|float32]
     python tests/benchmarks/bench_learner.py --device cuda [--compile]
+    python tests/benchmarks/bench_learner.py --preset cpu --batch 16 --length 32 --threads 1   # the cpu preset
 
 Prints one JSON line: {"ms_per_update": median, "ms_min", "ms_max", ...settings, "cpu", "torch"}.
 The batch is random frames and actions: the cost of an update does not depend on their content.
@@ -49,12 +50,13 @@ def main() -> None:
     parser.add_argument("--family", default="rssm")
     parser.add_argument("--overshooting", type=int, default=0, help="latent overshooting distance (0: off)")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--preset", default="", help="model sizes of a preset (e.g. cpu); --batch/--length still apply")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=3, help="untimed updates first (compilation happens there)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = load_config("", [f"model.family={args.family}", f"train.batch_size={args.batch}",
+    cfg = load_config(args.preset, [f"model.family={args.family}", f"train.batch_size={args.batch}",
                            f"train.chunk_length={args.length}", f"loss.overshooting_distance={args.overshooting}",
                            f"train.precision={args.precision}"])
     learner = Learner(cfg, args.action_size, device=args.device, compile=args.compile)
@@ -84,7 +86,7 @@ def main() -> None:
         "ms_per_update": round(statistics.median(times), 1), "ms_min": round(min(times), 1),
         "ms_max": round(max(times), 1), "device": args.device, "threads": torch.get_num_threads(),
         "precision": learner.precision, "batch": args.batch, "length": args.length, "family": args.family,
-        "overshooting": args.overshooting, "compile": args.compile, "repeats": args.repeats,
+        "preset": args.preset, "overshooting": args.overshooting, "compile": args.compile, "repeats": args.repeats,
         "warmup": args.warmup, "warmup_s": round(warmup_s, 1),
         "cpu": cpu_model(), "gpu": torch.cuda.get_device_name() if learner.device.type == "cuda" else None,
         "torch": torch.__version__,

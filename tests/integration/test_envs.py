@@ -131,6 +131,7 @@ def test_out_of_bounds_actions_are_clipped():
     ("dmc:cheetah", ["unknown dm_control task"]),
     ("atari:NoSuchGame", ["atari:MsPacman"]),
     ("gym:NoSuchEnv-v0", ["gym:Pendulum-v1"]),
+    ("synthetic:fetch", ["synthetic:reach"]),
 ])
 def test_unknown_task_errors_list_families(task, words):
     with pytest.raises(UnknownTaskError) as error:
@@ -150,3 +151,40 @@ def test_random_episode_record_round_trips_through_codec():
     atari = make_env("atari:MsPacman", 0, max_env_steps=40)
     discrete = run_episode(atari, random_policy(atari.spec.action, 0), run="t")
     assert discrete.discrete and discrete.actions.dtype == np.int64 and discrete.length == 10
+
+
+def test_synthetic_reach_moves_rewards_and_renders_as_documented():
+    from common.envs import synthetic
+
+    env = make_env("synthetic:reach", 3, max_env_steps=100)
+    assert env.spec.action.size == 2 and env.spec.action.low == (-1.0, -1.0) and env.spec.episode_steps == 100
+    frame = env.reset()
+    assert frame.shape == (64, 64, 3) and frame.dtype == np.uint8 and (frame == 255).all(-1).sum() == synthetic.SQUARE ** 2
+    start = env._position.copy()
+    assert np.linalg.norm(start - 0.5) >= synthetic.START_DISTANCE
+    step = env.step(np.array([1.0, -0.5], np.float32))
+    assert np.allclose(env._position, np.clip(start + synthetic.SPEED * np.array([1.0, -0.5]), 0, 1))
+    assert step.reward == pytest.approx(np.exp(-(np.linalg.norm(env._position - 0.5) / synthetic.RADIUS) ** 2))
+    rows, cols = np.nonzero((step.observation == 255).all(-1))
+    assert (rows.min(), cols.min()) == tuple(np.rint(env._position * (64 - synthetic.SQUARE)).astype(int))
+    again = make_env("synthetic:reach", 3, max_env_steps=100)
+    assert np.array_equal(again.reset(), frame)  # same seed, same start
+
+
+def test_synthetic_reach_separates_a_random_policy_from_steering_to_the_centre():
+    """The gap a learning test relies on: random wandering collects little, steering to the centre nearly all."""
+    env = make_env("synthetic:reach", 0, max_env_steps=100)
+    rng = np.random.default_rng(1)
+
+    def episode(policy):
+        env.reset()
+        total = 0.0
+        while True:
+            step = env.step(policy())
+            total += step.reward
+            if step.last:
+                return total
+
+    random = [episode(lambda: env.spec.action.sample(rng)) for _ in range(40)]
+    steer = [episode(lambda: np.clip((0.5 - env._position) / 0.05, -1, 1).astype(np.float32)) for _ in range(10)]
+    assert np.mean(random) < 20 and np.mean(steer) > 90

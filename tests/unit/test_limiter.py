@@ -26,9 +26,10 @@ def test_the_side_ahead_is_held():
     assert limiter.insert_allowed(inserted, 9_000) and not limiter.insert_allowed(inserted, 8_999)
 
 
-@pytest.mark.parametrize("tolerance", [0.0, 0.05, 0.5])
-def test_never_deadlocks(tolerance):
-    limiter = SamplesPerInsert(ratio=3.5, min_size=20, tolerance=tolerance)
+@pytest.mark.parametrize("tolerance, lead, insert_tolerance", [(0.0, 0, None), (0.05, 0, None), (0.5, 0, None),
+                                                            (0.1, 30, 0.0), (0.0, 30, 0.0)])
+def test_never_deadlocks(tolerance, lead, insert_tolerance):
+    limiter = SamplesPerInsert(ratio=3.5, min_size=20, tolerance=tolerance, lead=lead, insert_tolerance=insert_tolerance)
     for inserted in range(0, 200, 7):
         for sampled in range(0, 1000, 13):
             assert limiter.sample_allowed(inserted, sampled) or limiter.insert_allowed(inserted, sampled)
@@ -99,7 +100,8 @@ def test_shared_counters_and_polling():
 
 
 def test_bad_settings():
-    for kwargs in ({"ratio": 0}, {"ratio": float("nan")}, {"tolerance": -1}, {"min_size": -1}):
+    for kwargs in ({"ratio": 0}, {"ratio": float("nan")}, {"tolerance": -1}, {"min_size": -1}, {"lead": -1},
+                   {"insert_tolerance": float("inf")}):
         settings = {"ratio": 1.0, "min_size": 0, "tolerance": 0.1, **kwargs}
         with pytest.raises(ValueError):
             SamplesPerInsert(**settings)
@@ -112,3 +114,30 @@ def test_limiter_of_a_run_uses_the_derived_ratio():
     limiter = SamplesPerInsert.for_run(cfg)
     assert limiter.ratio == derive(cfg).samples_per_insert == 100 / 250 * 50 * 50
     assert limiter.min_size == derive(cfg).min_replay_steps and limiter.tolerance == cfg.replay.samples_per_insert_tolerance
+    assert limiter.lead == derive(cfg).episode_agent_steps == 250 and limiter.insert_tolerance == 0.0
+
+
+def test_with_a_lead_of_one_episode_each_episode_is_collected_after_its_updates():
+    """PlaNet's order: C updates on the seed episodes before the first planned episode, C more before each next.
+
+    An actor that, like the run's, checks before it collects, and a learner that trains while it may: the actor
+    starts episode n (n = 1, 2, ... after S seed episodes) only once n x C updates are done; without the lead
+    (and with the band on both sides) it would start after (n - 1) x C less the band: the first on no updates."""
+    T, C, S, batch = 100, 20, 5, 10  # agent steps per episode, updates per episode, seed episodes, steps per update
+    ratio = C * batch / T
+    for lead, owed_before_first in ((T, C), (0, 0)):
+        limiter = SamplesPerInsert(ratio=ratio, min_size=S * T, tolerance=0.1, lead=lead,
+                                   insert_tolerance=0.0 if lead else None)
+        limiter.inserted(S * T)  # the seed episodes
+        for n in range(1, 30):
+            while not limiter.can_insert():  # the actor waits for the learner before it collects episode n
+                assert limiter.can_sample()
+                limiter.sampled(batch)
+            updates = limiter.counters.sampled_steps // batch
+            inserted = limiter.counters.inserted_steps
+            assert updates >= owed_before_first + (n - 1) * C - limiter.band(inserted) / batch
+            if lead:  # all of them: the actors' side has no drift
+                assert updates >= n * C
+            limiter.inserted(T)
+            while limiter.can_sample() and limiter.counters.sampled_steps < (n + 1) * C * batch:  # while collecting
+                limiter.sampled(batch)
