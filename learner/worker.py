@@ -101,7 +101,8 @@ class LearnerWorker:
                     metrics = self.learner.update(batch)
                     count += 1
                     updates = self.learner.updates
-                    released = self.pacer.pace(held=not self.limiter.can_insert())  # one Redis round trip
+                    counts = self.limiter.counters.counts()  # one Redis round trip for the pacer and the metrics
+                    released = self.pacer.pace(held=not self.limiter.insert_allowed(*counts))
                     if updates % cfg.publish_every == 0 or released:
                         self.publish()  # and at once when the actors may collect again: they start on these
                     if updates % cfg.checkpoint_every == 0:
@@ -111,7 +112,7 @@ class LearnerWorker:
                     metrics["learner/policy_version"] = self._published
                     metrics["learner/threads"] = torch.get_num_threads()
                     metrics["learner/replay_reconnects"] = self.reconnects
-                    metrics.update(self.limiter.metrics())
+                    metrics.update(self.limiter.metrics(counts))
                     metrics.update(prefetcher.metrics())
                     with self._lock:
                         self._metrics = metrics

@@ -155,9 +155,10 @@ class SamplesPerInsert:
         """Block until inserting is allowed; returns the seconds waited. LimiterTimeout after ``timeout``."""
         return self._wait("insert", self.insert_allowed, timeout)
 
-    def metrics(self) -> dict[str, float]:
-        """``limiter/*``: waits and seconds waited per side, the observed ratio and the error."""
-        inserted, sampled = self.counters.counts()
+    def metrics(self, counts: tuple[int, int] | None = None) -> dict[str, float]:
+        """``limiter/*``: waits and seconds waited per side, the observed ratio and the error; ``counts``:
+        (inserted, sampled) just read from the counters, to save reading them again (default: read them)."""
+        inserted, sampled = counts if counts is not None else self.counters.counts()
         with self._lock:
             metrics = {f"limiter/{side}_waits": float(n) for side, n in self._waits.items()}
             metrics.update({f"limiter/{side}_wait_s": s for side, s in self._wait_s.items()})

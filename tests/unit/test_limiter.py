@@ -66,6 +66,7 @@ def test_waits_block_until_the_other_side_moves_and_are_counted():
     threading.Timer(0.05, limiter.inserted, args=(10,)).start()
     assert limiter.wait_sample(timeout=5) > 0.03
     metrics = limiter.metrics()
+    assert limiter.metrics(limiter.counters.counts()) == metrics  # counts the caller just read: the same figures
     assert metrics["limiter/sample_waits"] == 2 and metrics["limiter/sample_wait_s"] > 0.06
     assert metrics["limiter/insert_waits"] == 0
     assert metrics["limiter/samples_per_insert"] == 2.0
