@@ -16,7 +16,8 @@ The rules, in one place:
 - **Threads.** A CPU process gets ``threads`` intra-op threads (the node's cores shared among the
   run's processes, decided by the driver). A GPU process needs few: its host work is launching
   kernels and copying batches, so it keeps at most :data:`GPU_PROCESS_THREADS` and leaves the
-  cores to the CPU-bound actors and environments.
+  cores to the CPU-bound actors and environments. A CPU learner borrows the actors' cores while
+  they wait for it (:class:`ThreadPacer`).
 - **Precision.** ``auto`` is bfloat16 where the device computes it natively (CUDA GPUs with
   bf16; CPUs with AVX512-BF16 or AMX), float32 elsewhere. On CUDA, float32 matmuls and
   convolutions use TF32 tensor cores and cuDNN picks its fastest kernels (``cudnn.benchmark``;
@@ -138,6 +139,30 @@ def setup_process(role: str, *, gpu_ids: Sequence[int | str] = (), precision: st
     torch.set_num_threads(threads)
     egl = _pin_egl_device(physical[0]) if physical else _egl_from_environment()
     return ProcessDevice(role, chosen, threads, resolve_precision(precision, chosen), physical, name, egl)
+
+
+class ThreadPacer:
+    """The learner's CPU threads, paced by whether the actors wait for it.
+
+    On a CPU node the learner and the actors share the cores (``threads`` each). Samples-per-insert makes
+    the actors wait for the learner before they collect (replay/limiter.py); while they wait, their cores
+    are idle, so the learner computes with ``held_threads`` (its share and theirs) and drops back to
+    ``threads`` once they may collect again: two processes computing on the same cores with too many
+    threads are slower than with one each (on 2 cores, an update with 2 threads beside a planning actor
+    took 1.5x as long as with 1; alone, 0.65x). :meth:`pace` also says when the actors were just let
+    go, the moment to publish weights (they start on the freshest)."""
+
+    def __init__(self, threads: int, held_threads: int):
+        self.threads, self.held_threads = threads, max(threads, held_threads)
+        self.actors_held = False
+
+    def pace(self, held: bool) -> bool:
+        """Set the threads for the actors being ``held`` (or not); True if they were held until now."""
+        released = self.actors_held and not held
+        if held != self.actors_held and self.held_threads != self.threads:
+            torch.set_num_threads(self.held_threads if held else self.threads)
+        self.actors_held = held
+        return released
 
 
 # ---------------------------------------------------------------- EGL

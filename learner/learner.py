@@ -170,27 +170,3 @@ class Learner:
         """The model weights alone, on the CPU: what is broadcast to actors."""
         return {name: tensor.detach().cpu() for name, tensor in self.model.state_dict().items()}
 
-
-class ThreadPacer:
-    """The learner's CPU threads, paced by whether the actors wait for it.
-
-    On a CPU node the learner and the actors share the cores (``threads`` each). Samples-per-insert makes
-    the actors wait for the learner before they collect (replay/limiter.py); while they wait, their cores
-    are idle, so the learner computes with ``held_threads`` (its share and theirs) and drops back to
-    ``threads`` once they may collect again: two processes computing on the same cores with too many
-    threads are slower than with one each (on 2 cores, an update with 2 threads beside a planning actor
-    took 1.5x as long as with 1; alone, 0.65x). :meth:`pace` also says when the actors were just let
-    go, the moment to publish weights (they start on the freshest)."""
-
-    def __init__(self, threads: int, held_threads: int):
-        self.threads, self.held_threads = threads, max(threads, held_threads)
-        self.actors_held = False
-
-    def pace(self, held: bool) -> bool:
-        """Set the threads for the actors being ``held`` (or not); True if they were held until now."""
-        released = self.actors_held and not held
-        if held != self.actors_held and self.held_threads != self.threads:
-            torch.set_num_threads(self.held_threads if held else self.threads)
-        self.actors_held = held
-        return released
-

@@ -18,10 +18,10 @@ import ray
 import torch
 
 from common.config import from_yaml
-from common.device import setup_process
+from common.device import ThreadPacer, setup_process
 from common.names import weight_store_name
 from learner import checkpoint
-from learner.learner import Learner, ThreadPacer
+from learner.learner import Learner
 from replay import REDIS_DOWN, Prefetcher, SamplesPerInsert
 from replay.reconnect import open_replay
 

@@ -78,3 +78,22 @@ def test_the_device_line_says_where_and_how():
     line = ProcessDevice("learner", torch.device("cuda", 0), 2, "float32", (3,), "NVIDIA H200", 1).describe()
     assert line == ("learner: cuda:0 (NVIDIA H200, GPU 3), float32 (TF32 matmuls), 2 CPU threads, "
                     "renders on EGL device 1")
+
+
+def test_thread_pacer_borrows_the_actors_cores_while_they_wait_and_says_when_they_are_released():
+    from common.device import ThreadPacer
+
+    before = torch.get_num_threads()
+    try:
+        pacer = ThreadPacer(threads=1, held_threads=2)
+        torch.set_num_threads(1)
+        assert pacer.pace(held=False) is False and torch.get_num_threads() == 1
+        assert pacer.pace(held=True) is False and torch.get_num_threads() == 2  # actors wait: their cores too
+        assert pacer.pace(held=True) is False and torch.get_num_threads() == 2
+        assert pacer.pace(held=False) is True and torch.get_num_threads() == 1  # released: publish now
+        assert pacer.pace(held=False) is False
+        fixed = ThreadPacer(threads=2, held_threads=1)  # never fewer than its own share (a GPU learner: equal)
+        assert fixed.held_threads == 2 and fixed.pace(held=True) is False and torch.get_num_threads() == 1
+        assert fixed.pace(held=False) is True
+    finally:
+        torch.set_num_threads(before)

@@ -155,21 +155,3 @@ def test_compiled_loss_matches_eager():
             assert b["learner/total_loss"] == pytest.approx(a["learner/total_loss"], rel=1e-4)
     assert not counters["graph_break"], f"graph breaks in the compiled loss: {dict(counters['graph_break'])}"
 
-
-def test_thread_pacer_borrows_the_actors_cores_while_they_wait_and_says_when_they_are_released():
-    from learner.learner import ThreadPacer
-
-    before = torch.get_num_threads()
-    try:
-        pacer = ThreadPacer(threads=1, held_threads=2)
-        torch.set_num_threads(1)
-        assert pacer.pace(held=False) is False and torch.get_num_threads() == 1
-        assert pacer.pace(held=True) is False and torch.get_num_threads() == 2  # actors wait: their cores too
-        assert pacer.pace(held=True) is False and torch.get_num_threads() == 2
-        assert pacer.pace(held=False) is True and torch.get_num_threads() == 1  # released: publish now
-        assert pacer.pace(held=False) is False
-        fixed = ThreadPacer(threads=2, held_threads=1)  # never fewer than its own share (a GPU learner: equal)
-        assert fixed.held_threads == 2 and fixed.pace(held=True) is False and torch.get_num_threads() == 1
-        assert fixed.pace(held=False) is True
-    finally:
-        torch.set_num_threads(before)
