@@ -4,14 +4,14 @@ A square (10 x 10 pixels, white) sits on a dark 64 x 64 field with a faint cross
 action (2,) in [-1, 1] moves it by ``SPEED`` x action of the field's width per env step (clipped at the
 walls). The reward of an env step is exp(-(d / RADIUS)^2), d the distance of the square's centre from
 the field's centre in field widths: 1 at the centre, 0.24 at 0.3 (the nearest an episode starts), 0.0004
-in a corner. An episode
-starts with the square at a random place at least ``START_DISTANCE`` from the centre.
+in a corner. An episode starts with the square at a random place at least ``START_DISTANCE`` from the
+centre.
 
 It exercises everything a world model and planner need, only faster than a simulator: the model must
 learn from pixels that actions move the square, where the square is, and what the reward of a place
 is; the planner must steer toward reward. A random policy wanders and collects little (13 +- 13 of a
-possible 100 per 100-step episode, over 100 episodes); steering straight to the centre collects 97. What it does not exercise: contacts, momentum, partial observability.
-It renders with numpy alone (no simulator, no OpenGL), so an env step costs microseconds.
+possible 100 per 100-step episode, over 100 episodes); steering straight to the centre collects 97.
+What it does not exercise: contacts, momentum, partial observability. It renders with numpy alone (no simulator, no OpenGL), so an env step costs microseconds.
 """
 
 from __future__ import annotations

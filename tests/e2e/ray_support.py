@@ -53,17 +53,20 @@ class RayHead:
     ``env`` is what a client of this head (the CLI, ``ray job submit``) needs in its environment.
     """
 
-    def __init__(self, num_cpus: int, env: dict[str, str] | None = None, temp_dir: Path | None = None,
+    def __init__(self, num_cpus: int, env: dict[str, str] | None = None, registered: bool = False,
                  num_gpus: int = 0):
         """``num_gpus``: GPUs the head declares (Ray schedules them; a CPU machine has none to compute on).
-        ``temp_dir``: Ray's temp dir for the head (default: a new one under /tmp); the head registers itself there
-        as the machine's current cluster (``ray_current_cluster``), where ``ray.init()`` looks with RAY_TMPDIR set to
-        its parent."""
-        self.temp_dir = Path(temp_dir or short_temp_dir("orr-head-"))
+        Ray's temp dir for the head is a new short one under /tmp (:func:`short_temp_dir`); the head registers itself
+        there as the machine's current cluster (``ray_current_cluster``). ``registered``: the temp dir is
+        ``<root>/ray`` and ``env`` has RAY_TMPDIR=<root>, so that ``ray.init()`` with this env finds the head, as it
+        would a ``ray start`` cluster on the machine; the whole root is removed with the head."""
+        self.root = short_temp_dir("orr-head-")
+        self.temp_dir = self.root / "ray" if registered else self.root
         self.temp_dir.mkdir(parents=True, exist_ok=True)
         self.port, self.dashboard_port = free_port(), free_port()
         self.env = {**os.environ, **(env or {}), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
-                    "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "RAY_DEDUP_LOGS": "0"}
+                    "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "RAY_DEDUP_LOGS": "0",
+                    **({"RAY_TMPDIR": str(self.root)} if registered else {})}
         ports = {"port": self.port, "dashboard-port": self.dashboard_port}
         for name in ("ray-client-server-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
                      "metrics-export-port", "runtime-env-agent-port", "node-manager-port", "object-manager-port"):
@@ -107,7 +110,7 @@ class RayHead:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        shutil.rmtree(self.root, ignore_errors=True)
 
     def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         return subprocess.run(list(args), capture_output=True, text=True, env=self.env, timeout=timeout)

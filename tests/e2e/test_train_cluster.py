@@ -2,14 +2,13 @@
 is given; a run the cluster can never hold refused before launch; an actor the cluster cannot place not waited for."""
 
 import re
-import shutil
 import subprocess
 import sys
 import time
 
 import pytest
 
-from tests.e2e.ray_support import RayHead, short_temp_dir
+from tests.e2e.ray_support import RayHead
 from tests.e2e.train_support import PRESET, acknowledged, orrery, stored_ids
 
 pytestmark = pytest.mark.slow
@@ -18,15 +17,13 @@ CPUS = 3
 
 @pytest.fixture(scope="module")
 def head():
-    """A head registered as this machine's current cluster for RAY_TMPDIR=<tmp> (``ray.init()`` would join it)."""
-    tmp = short_temp_dir()
-    with RayHead(num_cpus=CPUS, env={"RAY_TMPDIR": str(tmp)}, temp_dir=tmp / "ray") as head:
+    """A head registered as this machine's current cluster for its env's RAY_TMPDIR (``ray.init()`` would join it)."""
+    with RayHead(num_cpus=CPUS, registered=True) as head:
         deadline = time.monotonic() + 60  # `ray start` registers the head once its dashboard already answers
-        while not (tmp / "ray" / "ray_current_cluster").exists():
+        while not (head.temp_dir / "ray_current_cluster").exists():
             assert time.monotonic() < deadline, "the head is what ray.init() would find"
             time.sleep(0.5)
         yield head
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def run(head, *args, timeout=400):

@@ -5,12 +5,10 @@ The head declares one GPU to Ray (``ray start --num-gpus=1``); on a machine with
 hands out and torch cannot use, which is exactly the case of a CPU build of torch on a GPU node.
 """
 
-import shutil
-
 import pytest
 
 from common.device import cuda_unusable_reason
-from tests.e2e.ray_support import RayHead, short_temp_dir
+from tests.e2e.ray_support import RayHead
 from tests.e2e.train_support import PRESET, orrery
 
 pytestmark = pytest.mark.slow
@@ -19,10 +17,8 @@ CPUS = 6
 
 @pytest.fixture(scope="module")
 def gpu_head():
-    tmp = short_temp_dir()
-    with RayHead(num_cpus=CPUS, num_gpus=1, env={"RAY_TMPDIR": str(tmp)}, temp_dir=tmp / "ray") as head:
+    with RayHead(num_cpus=CPUS, num_gpus=1, registered=True) as head:
         yield head
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def run(head, *args, timeout=300):
