@@ -373,6 +373,7 @@ def cmd_report(args) -> int:
     for note in notes:
         print(f"note: {note}")
     print(f"report: {page}")
+    print(f"results against PlaNet (Markdown): {page.parent / 'results.md'}")
     return 0
 
 

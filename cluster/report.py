@@ -26,6 +26,8 @@ from urllib.parse import quote
 import numpy as np
 import yaml
 
+from common.envs.tasks import PLANET_BUDGET_ENV_STEPS, planet_reference
+
 ASSETS = "report"  # OUT/report/: the pictures the page shows
 COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
            "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]  # matplotlib's tab10: one per run, everywhere
@@ -129,6 +131,7 @@ def write_report(run_dirs: Sequence[Path], out: Path | None = None) -> tuple[Pat
                 body.append(f"<figure>{tags}<figcaption>{part.caption}</figcaption></figure>")
             body += [f'<p class="note">{html.escape(note)}</p>' for note in part.notes]
             notes += part.notes
+    (out / "results.md").write_text(results_table(runs))
     page = out / "report.html"
     page.write_text(_PAGE.substitute(
         title=html.escape(f"Orrery report: {', '.join(dict.fromkeys(run.task for run in runs))}"),
@@ -198,9 +201,13 @@ def plot_learning_curves(task: str, runs: list[Run], colours: dict[str, str], pa
                 evaluation.fill_between(steps, mean - std, mean + std, color=colours[run.name], alpha=0.2, lw=0)
             curves.append((steps, mean, random_mean))
     _mean_band(evaluation, [(steps, mean) for steps, mean, _ in curves])
+    reference = planet_reference(task)
     if curves:
         random_mean = np.mean([r.mean() for _, _, r in curves])
         evaluation.axhline(random_mean, color="grey", ls="--", lw=1.2, label=f"random policy ({random_mean:.1f})")
+        if reference is not None:
+            evaluation.plot([PLANET_BUDGET_ENV_STEPS], [reference], marker="*", ms=13, color="black", ls="none",
+                            label=f"PlaNet at 100 episodes ({reference:g})")
         evaluation.legend(fontsize="small")
     _finish(evaluation, "evaluation return (no exploration noise)", "env steps", "return", bool(curves))
     smoothed = []
@@ -216,10 +223,11 @@ def plot_learning_curves(task: str, runs: list[Run], colours: dict[str, str], pa
         return Part([], "", notes + [f"{task}: no episodes finished yet; no learning curves"])
     figure.suptitle(task)
     figure.savefig(path, dpi=100)
+    star = ", star: PlaNet's return after 100 episodes (100k env steps)" if reference is not None and curves else ""
     spread = ("mean ± std across seeds (black, grey band) over the env steps all seeds reached; thin lines: "
               "each seed" if len(runs) > 1 else "band: ± std over the evaluation episodes")
     return Part([path], f"<b>{html.escape(task)}</b>: return vs env steps. Left: evaluation episodes planned "
-                f"without exploration noise, dashed: a random policy. Right: the actors' training episodes. {spread}.",
+                f"without exploration noise, dashed: a random policy{star}. Right: the actors' training episodes. {spread}.",
                 notes)
 
 
@@ -329,6 +337,43 @@ def _finish(ax, title: str, xlabel: str, ylabel: str, has_data: bool) -> None:
     ax.grid(alpha=0.3)
     if not has_data:
         ax.text(0.5, 0.5, "no data yet", transform=ax.transAxes, ha="center", va="center", color="grey")
+
+
+# ---------------------------------------------------------------- results against PlaNet
+
+def evaluation_at(run: Run, env_steps: int) -> dict | None:
+    """The run's evaluation record nearest ``env_steps`` (the final one of a 100k-step run sits at or just past it)."""
+    evaluations = [record for record in run.records if "eval/return_mean" in record]
+    return min(evaluations, key=lambda record: abs(record["env_steps"] - env_steps), default=None)
+
+
+def results_table(runs: list[Run], env_steps: int = PLANET_BUDGET_ENV_STEPS) -> str:
+    """A Markdown table, one row per task: PlaNet's return at 100 episodes next to the runs' evaluation nearest
+    ``env_steps``, the random policy's and the wall time (start to that evaluation's end). One run: mean ± std
+    over its evaluation episodes; several seeds: mean ± std of their evaluation means."""
+    lines = ["| task | PlaNet @100 episodes | Orrery @100 episodes | random policy | wall time | env steps | seeds |",
+             "|---|---|---|---|---|---|---|"]
+    for task in dict.fromkeys(run.task for run in runs):
+        found = [(run, evaluation_at(run, env_steps)) for run in runs if run.task == task]
+        found = [(run, record) for run, record in found if record is not None]
+        if not found:
+            continue
+        means = np.array([record["eval/return_mean"] for _, record in found])
+        randoms = np.array([record["eval/random_return_mean"] for _, record in found])
+        if len(found) == 1:
+            record = found[0][1]
+            ours = f"{record['eval/return_mean']:.1f} ± {record['eval/return_std']:.1f}"
+            random = f"{record['eval/random_return_mean']:.1f} ± {record['eval/random_return_std']:.1f}"
+        else:
+            ours, random = f"{means.mean():.1f} ± {means.std():.1f}", f"{randoms.mean():.1f} ± {randoms.std():.1f}"
+        reference = planet_reference(task)
+        if reference is not None:
+            ours += " (above)" if means.mean() >= reference else " (below)"
+        walls = [_duration(record["time"] - run.records[0]["time"]) for run, record in found]
+        steps = sorted({f"{int(record['env_steps']):,}" for _, record in found})
+        lines.append(f"| {task} | {'—' if reference is None else f'{reference:g}'} | {ours} | {random} | "
+                     f"{', '.join(walls)} | {', '.join(steps)} | {len(found)} |")
+    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------- the page

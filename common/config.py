@@ -77,6 +77,9 @@ class LossConfig:
     """KL below this many nats is not penalised: max(free_nats, KL)."""
     image_scale: float = 1.0
     """Weight of the image log-likelihood ln p(o_t | h_t, s_t)."""
+    image_fraction: float = 1.0
+    """Share of a batch's T x B frames decoded for the image term, drawn afresh each update; the term is their mean,
+    an unbiased estimate of the mean over all frames. 1 decodes every frame (PlaNet); less saves decoder time."""
     reward_scale: float = 10.0
     """Weight of the reward log-likelihood ln p(r_t | h_t, s_t) (PlaNet reference code: 10)."""
     kl_scale: float = 1.0
@@ -403,6 +406,9 @@ def check(cfg: Config) -> None:
     for key, value in non_negative.items():
         if value < 0:
             raise ConfigError(f"{key} must be >= 0, got {value}")
+    if not 0 < cfg.loss.image_fraction <= 1:
+        raise ConfigError(f"loss.image_fraction must be in (0, 1] (the share of frames decoded), got "
+                          f"{cfg.loss.image_fraction}")
     if cfg.train.precision not in ("auto", "float32", "bfloat16"):
         raise ConfigError(f"train.precision {cfg.train.precision!r}: choose auto, float32 or bfloat16")
     if cfg.model.family not in _FAMILIES:
@@ -441,6 +447,9 @@ def _check_jump(cfg: Config) -> None:
     if cfg.model.family in ("ar", "dssm") and cfg.loss.overshooting_distance:
         raise ConfigError(f"loss.overshooting_distance applies to families trained with a KL; model.family="
                           f"{cfg.model.family} is trained on predicted frames instead (set it to 0)")
+    if cfg.model.family in ("ar", "dssm") and cfg.loss.image_fraction < 1:
+        raise ConfigError(f"loss.image_fraction applies to families trained on the ELBO; model.family="
+                          f"{cfg.model.family} decodes every predicted frame (set it to 1)")
 
 
 def _check_replay_fits(cfg: Config) -> None:

@@ -2,7 +2,8 @@
 
 Negative ELBO per chunk (PAPERS.md), averaged over batch and time:
 
-    image   0.5 * ||o_t - dec(h_t, s_t)||^2          (unit-variance Gaussian, constants dropped)
+    image   0.5 * ||o_t - dec(h_t, s_t)||^2          (unit-variance Gaussian, constants dropped; over a random
+                                                      share loss.image_fraction of the frames when below 1)
     reward  0.5 * (r_t - rew(h_t, s_t))^2
     kl      max(free_nats, KL(q(s_t | h_t, e_t) || p(s_t | h_t)))   summed over Z
             or, with latent overshooting over distances 1..D, (1/D) sum_d beta_d mean_t max(free, KL_d)
@@ -35,6 +36,22 @@ def free_nats_kl(posterior: State, prior: State, free_nats: float) -> tuple[torc
 def image_nll(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """-ln N(target; predicted, I) up to a constant, summed over (3, 64, 64), averaged over the rest."""
     return 0.5 * ((predicted - target) ** 2).sum((-3, -2, -1)).mean()
+
+
+def decoded_image_nll(model: WorldModel, posterior: State, observations: torch.Tensor, fraction: float,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """:func:`image_nll` of the posterior's decoded frames, over a random ``fraction`` of the T x B frames.
+
+    Decoding a subset drawn uniformly without replacement (at least one frame) keeps the mean unbiased:
+    its expectation is the mean over all frames; fraction 1 decodes every frame, as PlaNet does.
+    """
+    if fraction >= 1.0:
+        return image_nll(model.decode(posterior), observations.float())
+    frames = posterior.flatten()  # (T, B, .) -> (T*B, .)
+    total = frames.batch_shape[0]
+    keep = max(1, round(fraction * total))
+    chosen = torch.rand(total, generator=generator, device=observations.device).argsort()[:keep]
+    return image_nll(model.decode(frames[chosen]), observations.flatten(0, 1)[chosen].float())
 
 
 def reward_nll(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -124,7 +141,7 @@ def world_model_loss(model: WorldModel, observations: torch.Tensor, actions: tor
         kl = one_step_kl
     zeros = torch.zeros_like(posterior.mean)
     terms = {
-        "image": image_nll(model.decode(posterior), observations.float()),
+        "image": decoded_image_nll(model, posterior, observations, cfg.image_fraction, generator),
         "reward": reward_nll(model.predict_reward(posterior), rewards.float()),
         "kl": kl,
         "global_kl": gaussian_kl(posterior.mean, posterior.std, zeros, torch.ones_like(zeros)).mean(),

@@ -27,6 +27,27 @@ ACTION_REPEAT: dict[str, int] = {
 }
 """PlaNet's action repeat R per DMC task (Hafner et al. 2019, Table 1 settings)."""
 
+PLANET_AT_100_EPISODES: dict[str, float] = {
+    "cartpole-swingup": 297.0,
+    "reacher-easy": 20.0,
+    "cheetah-run": 138.0,
+    "finger-spin": 136.0,
+    "cup-catch": 0.0,
+    "walker-walk": 224.0,
+}
+"""PlaNet's return per DMC task after 100 episodes (100k env steps): the baseline data PlaNet's author shared
+for the CURL paper's Table 1. The reference Orrery's README results and reports are drawn against."""
+
+PLANET_BUDGET_ENV_STEPS = 100_000
+"""The env steps those scores were reached in: 100 episodes of 1000 env steps."""
+
+
+def planet_reference(task: str) -> float | None:
+    """PlaNet's 100-episode return for a ``dmc:`` task id in its table, else None."""
+    family, _, name = task.partition(":")
+    return PLANET_AT_100_EPISODES.get(name) if family == "dmc" else None
+
+
 ATARI_FRAME_SKIP = 4
 """Frames per agent step on Atari (the usual ALE frame skip; Buesing et al. use 4 as well)."""
 

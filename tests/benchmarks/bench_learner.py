@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"])
     parser.add_argument("--family", default="rssm")
     parser.add_argument("--overshooting", type=int, default=0, help="latent overshooting distance (0: off)")
+    parser.add_argument("--image-fraction", type=float, default=1.0, help="share of frames decoded (loss.image_fraction)")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--preset", default="", help="model sizes of a preset (e.g. cpu); --batch/--length still apply")
     parser.add_argument("--repeats", type=int, default=5)
@@ -58,7 +59,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.preset, [f"model.family={args.family}", f"train.batch_size={args.batch}",
                            f"train.chunk_length={args.length}", f"loss.overshooting_distance={args.overshooting}",
-                           f"train.precision={args.precision}"])
+                           f"train.precision={args.precision}", f"loss.image_fraction={args.image_fraction}"])
     learner = Learner(cfg, args.action_size, device=args.device, compile=args.compile)
     rng = np.random.default_rng(0)
     batch = {
@@ -86,7 +87,7 @@ def main() -> None:
         "ms_per_update": round(statistics.median(times), 1), "ms_min": round(min(times), 1),
         "ms_max": round(max(times), 1), "device": args.device, "threads": torch.get_num_threads(),
         "precision": learner.precision, "batch": args.batch, "length": args.length, "family": args.family,
-        "preset": args.preset, "overshooting": args.overshooting, "compile": args.compile, "repeats": args.repeats,
+        "preset": args.preset, "overshooting": args.overshooting, "image_fraction": args.image_fraction, "compile": args.compile, "repeats": args.repeats,
         "warmup": args.warmup, "warmup_s": round(warmup_s, 1),
         "cpu": cpu_model(), "gpu": torch.cuda.get_device_name() if learner.device.type == "cuda" else None,
         "torch": torch.__version__,

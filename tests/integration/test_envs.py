@@ -75,6 +75,24 @@ def test_dmc_seed_determinism():
     assert not np.array_equal(play(a, max_steps=10)[0][0], play(c, max_steps=10)[0][0])
 
 
+def test_dmc_frames_with_the_smaller_shadow_map_match_the_suites_own():
+    """SHADOW_SIZE keeps frames what the suite's own 2048-texel shadow map renders, up to shadow edges."""
+    from common.envs.dmc import SHADOW_SIZE, _suite
+    suite = _suite()  # dm_control imported with the project's headless GL choice
+    ours = make_env("dmc:walker-walk", 2, action_repeat=1)
+    theirs = suite.load("walker", "walk", task_kwargs={"random": 2, "time_limit": float("inf")})
+    assert theirs.physics.model.vis.quality.shadowsize == 2048 > SHADOW_SIZE
+    assert ours._env.physics.model.vis.quality.shadowsize == SHADOW_SIZE
+    ours.reset(), theirs.reset()
+    action = np.full(ours.spec.action.size, 0.3, np.float32)
+    for _ in range(5):
+        frame = ours.step(action).observation.astype(float)
+        theirs.step(action)
+    difference = np.abs(frame - theirs.physics.render(64, 64, camera_id=0).astype(float))
+    assert frame.shape == (64, 64, 3)
+    assert difference.mean() < 0.2 and np.mean(difference > 16) < 0.01
+
+
 def test_time_limit_from_config_is_a_truncation():
     env = make_env_from_config(load_config("dmc-cartpole-swingup+debug").env, seed=0)
     frames, steps = play(env)

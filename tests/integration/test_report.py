@@ -39,6 +39,7 @@ def report(runs, tmp_path_factory) -> Path:
     result = orrery("report", *map(str, runs), "--out", str(out), timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"report: {out / 'report.html'}" in result.stdout
+    assert f"results against PlaNet (Markdown): {out / 'results.md'}" in result.stdout
     return out
 
 
@@ -88,6 +89,9 @@ def test_report_draws_every_figure_of_two_seeds(runs, report):
     rows = re.findall(r"<tr><td>.*?</tr>", page.read_text())
     assert len(rows) == 2 and all(f"<td>{seed}</td>" in row for seed, row in zip(SEEDS, rows))
     assert all("dmc:cartpole-swingup" in row and "±" in row and "finished" in row for row in rows)
+    assert "star: PlaNet's return after 100 episodes" in page.read_text()  # the reference the curves are read against
+    results = (report / "results.md").read_text().splitlines()
+    assert len(results) == 3 and results[2].startswith("| dmc:cartpole-swingup | 297 | ") and results[2].endswith(" | 2 |")
 
 
 @pytest.mark.slow

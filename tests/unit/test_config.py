@@ -69,6 +69,8 @@ def test_overrides_are_typed_and_win_over_presets():
     ("train.batch_size=0", ["train.batch_size", "> 0"]),
     ("planner.top_k=2000", ["planner.top_k", "planner.candidates"]),
     ("model.family=transformer", ["model.family", "rssm"]),
+    ("loss.image_fraction=0", ["loss.image_fraction", "(0, 1]"]),
+    ("loss.image_fraction=1.5", ["loss.image_fraction", "(0, 1]"]),
     ("batch_size=4", ["section.field=value"]),
     ("train.batch_size", ["section.field=value"]),
 ])
@@ -127,3 +129,23 @@ def test_derived_values():
     assert d.samples_per_insert == pytest.approx(100 / 250 * 50 * 50)
     assert d.min_replay_steps == 5 * 250
     assert derive(load_config("dmc-cartpole-swingup")).episode_agent_steps == 125
+
+
+@pytest.mark.parametrize("family", ["ar", "dssm"])
+@pytest.mark.parametrize("override, words", [
+    ("loss.image_fraction=0.5", ["loss.image_fraction", "set it to 1"]),
+    ("loss.overshooting_distance=2", ["loss.overshooting_distance", "set it to 0"]),
+])
+def test_elbo_only_loss_settings_are_refused_for_the_frame_prediction_families(family, override, words):
+    with pytest.raises(ConfigError) as error:
+        load_config("atari-mspacman", [f"model.family={family}", override])
+    for word in words:
+        assert word in str(error.value)
+    load_config("atari-mspacman", ["model.family=sssm", override])  # an ELBO family takes it
+
+
+def test_planet_reference_scores_cover_planets_six_tasks_and_nothing_else():
+    from common.envs.tasks import ACTION_REPEAT, PLANET_AT_100_EPISODES, planet_reference
+    assert set(PLANET_AT_100_EPISODES) == set(ACTION_REPEAT)
+    assert planet_reference("dmc:cheetah-run") == 138.0 and planet_reference("dmc:cup-catch") == 0.0
+    assert planet_reference("atari:MsPacman") is None and planet_reference("dmc:hopper-hop") is None

@@ -1,8 +1,9 @@
-"""The end-of-run verdict: planning "clearly beats" a random policy only when both spreads are apart."""
+"""The end-of-run verdict: planning "clearly beats" a random policy only when both spreads are apart; how many
+environments an evaluation plays at once."""
 
 import pytest
 
-from actors.evaluator import describe, verdict
+from actors.evaluator import EVAL_ENVS, describe, eval_envs, verdict
 
 
 def result(plan, plan_std, rand, rand_std):
@@ -23,3 +24,11 @@ def test_verdict(figures, opening):
 
 def test_describe_names_both_policies():
     assert describe(result(153.0, 1.3, 127.4, 44.5)) == "return 153.0 ± 1.3; random policy 127.4 ± 44.5"
+
+
+@pytest.mark.parametrize("episodes, envs", [(1, 1), (3, 3), (5, 5), (6, 3), (7, 4), (10, 5), (11, 4), (12, 4), (20, 5)])
+def test_eval_envs_play_the_episodes_in_the_fewest_even_rounds(episodes, envs):
+    assert eval_envs(episodes) == envs
+    rounds = -(-episodes // envs)
+    assert envs <= EVAL_ENVS and rounds == -(-episodes // EVAL_ENVS)  # no more rounds than batches of EVAL_ENVS
+    assert envs * rounds - episodes < rounds  # fewer spare episodes than rounds

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from common.config import LossConfig
-from learner.losses import (free_nats_kl, gaussian_kl, image_nll, loss_scales, overshooting_kl, reward_nll,
-                            world_model_loss)
+from learner.losses import (decoded_image_nll, free_nats_kl, gaussian_kl, image_nll, loss_scales, overshooting_kl,
+                            reward_nll, world_model_loss)
 from learner.rssm import RSSM
 from learner.state import State
 from learner.world_model import WorldModel
@@ -136,3 +136,41 @@ def test_world_model_loss_terms_match_scales(distance):
     torch.testing.assert_close(total, expected)
     assert ("learner/overshooting_kl_d3" in metrics) == (distance == 3)
     assert float(terms["kl"].detach()) >= cfg.free_nats
+
+
+def decoded_frames_of(model):
+    """Counts the frames the decoder is asked for, through a forward hook."""
+    seen = []
+    model.decoder.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].shape[0]))
+    return seen
+
+
+def test_image_fraction_decodes_that_share_of_frames_and_estimates_the_full_mean_unbiased():
+    torch.manual_seed(0)
+    model = WorldModel("rssm", A, deter_size=10, stoch_size=4, hidden_size=16, cnn_depth=2)
+    frames, actions = torch.rand(6, 4, 3, 64, 64) - 0.5, torch.randn(6, 4, A)
+    with torch.no_grad():
+        posterior, _ = model.observe(frames, actions, generator=torch.Generator().manual_seed(1))
+        full = image_nll(model.decode(posterior), frames)
+        torch.testing.assert_close(decoded_image_nll(model, posterior, frames, 1.0), full)
+        seen = decoded_frames_of(model)
+        generator = torch.Generator().manual_seed(2)
+        draws = torch.stack([decoded_image_nll(model, posterior, frames, 0.25, generator) for _ in range(400)])
+    assert set(seen) == {6}  # 0.25 of the 24 frames, each time
+    assert draws.std() > 0  # a fresh subset each call
+    standard_error = draws.std() / math.sqrt(len(draws))
+    assert abs(draws.mean() - full) < 4 * standard_error  # unbiased: the subsets average to the full mean
+    # A per-frame loss that is the same for every frame has the same value on any subset.
+    torch.testing.assert_close(decoded_image_nll(model, posterior, model.decode(posterior), 0.25), torch.tensor(0.0))
+
+
+def test_image_fraction_in_the_world_model_loss_decodes_fewer_frames_and_still_trains_the_decoder():
+    torch.manual_seed(0)
+    model = WorldModel("rssm", A, deter_size=10, stoch_size=4, hidden_size=16, cnn_depth=8)
+    seen = decoded_frames_of(model)
+    frames = torch.rand(5, 2, 3, 64, 64) - 0.5
+    total, terms, _ = world_model_loss(model, frames, torch.randn(5, 2, A), torch.randn(5, 2),
+                                       LossConfig(image_fraction=0.5), torch.Generator().manual_seed(3))
+    assert seen == [5]
+    total.backward()
+    assert model.decoder.net[-1].weight.grad.abs().sum() > 0 and model.decoder.project.weight.grad.abs().sum() > 0
