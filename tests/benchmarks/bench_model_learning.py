@@ -24,7 +24,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from actors.rollout import random_policy, run_episode
