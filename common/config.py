@@ -366,6 +366,8 @@ def _suggest(word: str, choices) -> str:
 # ---------------------------------------------------------------- checks and derived values
 
 _FAMILIES = ("rssm", "deterministic", "stochastic", "dssm", "sssm", "ar")
+_FRAME_PREDICTION_FAMILIES = ("ar", "dssm")
+"""Families trained on predicted frames rather than the ELBO: no KL to overshoot, every predicted frame decoded."""
 
 
 def check(cfg: Config) -> None:
@@ -409,6 +411,9 @@ def check(cfg: Config) -> None:
     if not 0 < cfg.loss.image_fraction <= 1:
         raise ConfigError(f"loss.image_fraction must be in (0, 1] (the share of frames decoded), got "
                           f"{cfg.loss.image_fraction}")
+    if cfg.model.family in _FRAME_PREDICTION_FAMILIES and cfg.loss.image_fraction < 1:
+        raise ConfigError(f"loss.image_fraction applies to families trained on the ELBO; model.family="
+                          f"{cfg.model.family} decodes every predicted frame (set it to 1)")
     if cfg.train.precision not in ("auto", "float32", "bfloat16"):
         raise ConfigError(f"train.precision {cfg.train.precision!r}: choose auto, float32 or bfloat16")
     if cfg.model.family not in _FAMILIES:
@@ -444,12 +449,9 @@ def _check_jump(cfg: Config) -> None:
     if cfg.loss.overshooting_distance > cfg.train.chunk_length // jump:
         raise ConfigError(f"loss.overshooting_distance ({cfg.loss.overshooting_distance}) cannot exceed the packed "
                           f"chunk length train.chunk_length / model.jump ({cfg.train.chunk_length // jump})")
-    if cfg.model.family in ("ar", "dssm") and cfg.loss.overshooting_distance:
+    if cfg.model.family in _FRAME_PREDICTION_FAMILIES and cfg.loss.overshooting_distance:
         raise ConfigError(f"loss.overshooting_distance applies to families trained with a KL; model.family="
                           f"{cfg.model.family} is trained on predicted frames instead (set it to 0)")
-    if cfg.model.family in ("ar", "dssm") and cfg.loss.image_fraction < 1:
-        raise ConfigError(f"loss.image_fraction applies to families trained on the ELBO; model.family="
-                          f"{cfg.model.family} decodes every predicted frame (set it to 1)")
 
 
 def _check_replay_fits(cfg: Config) -> None:
