@@ -26,8 +26,14 @@ from common.config import Config
 from common.envs import make_env_from_config
 from common.envs.preprocess import preprocess_observation
 from common.episode import Episode
+from common.timing import Stopwatch
 from learner.state import State
 from learner.world_model import WorldModel, one_hot_actions
+
+
+ACTOR_SECTIONS = ("plan", "env", "observe", "write")
+"""Where an Actor's time goes (``actor/<section>_s``): CEM plans, environment steps (physics and rendering, action
+repeat inside), belief updates from new frames, replay writes (retries while Redis restarts included)."""
 
 
 class Actor:
@@ -48,6 +54,7 @@ class Actor:
         self.random_left = seed_episodes
         self.episodes_started = 0
         self.plan_ms: list[float] = []
+        self.watch = Stopwatch(ACTOR_SECTIONS)
         self._recorders: list[EpisodeRecorder] = []
         self._random: list[bool] = []
         self._indices: list[int] = []
@@ -72,12 +79,14 @@ class Actor:
         actions = self._act(explore)
         finished, restarted = [], []
         for k, env in enumerate(self.envs):
-            step = env.step(actions[k])
+            with self.watch.section("env"):
+                step = env.step(actions[k])
             self._recorders[k].add(actions[k], step)
             if step.last:
                 episode = self._recorders[k].build(run=self.run, actor=self.index, seed=self.seed,
                                                    index=self._indices[k], policy_version=self.policy_version)
-                self.write(episode)
+                with self.watch.section("write"):
+                    self.write(episode)
                 finished.append(episode)
                 self._begin(env, k)
                 restarted.append(k)
@@ -122,6 +131,7 @@ class Actor:
             # The copy to the host waits for the plan's kernels, so plan_ms is the plan's time on a GPU too.
             planned = self.planner.plan(self._belief[planning]).cpu()  # (P, A) or (P,)
             self.plan_ms.append(1000 * (time.perf_counter() - start))
+            self.watch.add("plan", self.plan_ms[-1] / 1000)
             noise = self.cfg.planner.exploration_noise if explore else 0.0
             if action_spec.discrete:
                 for row, k in enumerate(planning):
@@ -146,7 +156,8 @@ class Actor:
     @torch.inference_mode()
     def _update_belief(self) -> None:
         """belief_t = q(s_t | belief_tm1, a_tm1, o_t) for every environment at once."""
-        frames = torch.as_tensor(np.stack([r.observations[-1] for r in self._recorders]), device=self.device)
-        frames = frames.permute(0, 3, 1, 2)  # (E, H, W, 3) -> (E, 3, H, W)
-        observation = preprocess_observation(frames, self.cfg.env.bit_depth)
-        self._belief = self.model.observe_step(self._belief, self._last_action, observation)
+        with self.watch.section("observe"):
+            frames = torch.as_tensor(np.stack([r.observations[-1] for r in self._recorders]), device=self.device)
+            frames = frames.permute(0, 3, 1, 2)  # (E, H, W, 3) -> (E, 3, H, W)
+            observation = preprocess_observation(frames, self.cfg.env.bit_depth)
+            self._belief = self.model.observe_step(self._belief, self._last_action, observation)

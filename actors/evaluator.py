@@ -56,6 +56,7 @@ def evaluate(cfg: Config, weights: Mapping[str, torch.Tensor], version: int, *, 
     ``random_returns``: the random baseline of an earlier evaluation with the same seed, reused
     instead of playing it again (it does not depend on the weights).
     """
+    start = time.perf_counter()
     batched = dataclasses.replace(cfg, cluster=dataclasses.replace(cfg.cluster, envs_per_actor=eval_envs(episodes)))
     actor = Actor(batched, index=0, run=run, seed=seed, write=lambda episode: None, device=str(device),
                   precision=precision)
@@ -71,7 +72,7 @@ def evaluate(cfg: Config, weights: Mapping[str, torch.Tensor], version: int, *, 
     return {"policy_version": version, "returns": returns, "return_mean": float(np.mean(returns)),
             "return_std": float(np.std(returns)), "random_returns": random_returns,
             "random_return_mean": float(np.mean(random_returns)), "random_return_std": float(np.std(random_returns)),
-            "episodes": planned, "model": actor.model}
+            "seconds": time.perf_counter() - start, "episodes": planned, "model": actor.model}
 
 
 def describe(result: dict) -> str:

@@ -20,6 +20,7 @@ from common.config import from_yaml
 from common.device import setup_process
 from common.episode import Episode
 from common.names import weight_store_name
+from common.timing import Stopwatch
 from replay import REDIS_DOWN, LimiterTimeout, ReplayConnectionError, SamplesPerInsert
 from replay.reconnect import open_replay
 
@@ -61,6 +62,7 @@ class ActorWorker:
         self.replay = open_replay(replay_url, run, wait_s=redis_wait_s)  # a restart may find Redis restarting too
         self.limiter = SamplesPerInsert.for_run(self.cfg, counters=self.replay)
         self.insert_wait_s = 0.0
+        self.watch = Stopwatch(("weights",))  # the Actor keeps its own sections (actors/actor.py, ACTOR_SECTIONS)
         self.actor: Actor | None = None
         self.incarnation = -1
 
@@ -88,6 +90,7 @@ class ActorWorker:
             "actor/policy_version": self.actor.policy_version,
             "actor/incarnation": incarnation,
             "actor/insert_wait_s": self.insert_wait_s,
+            **self.actor.watch.metrics("actor"), **self.watch.metrics("actor"),
         }
         return {"episodes": reports, "metrics": metrics, "device": self.placed.describe()}
 
@@ -116,13 +119,14 @@ class ActorWorker:
 
     def _refresh_weights(self) -> None:
         """Adopt a newer published version, if any (between episodes)."""
-        try:
-            newer = ray.get(self.store.newer_than.remote(self.actor.policy_version), timeout=30)
-            if newer is not None:
-                version, (ref,) = newer
-                self.actor.load_weights(version, ray.get(ref, timeout=60))
-        except (ray.exceptions.RayError, TimeoutError):
-            pass  # the learner is restarting; keep planning with the weights in hand
+        with self.watch.section("weights"):
+            try:
+                newer = ray.get(self.store.newer_than.remote(self.actor.policy_version), timeout=30)
+                if newer is not None:
+                    version, (ref,) = newer
+                    self.actor.load_weights(version, ray.get(ref, timeout=60))
+            except (ray.exceptions.RayError, TimeoutError):
+                pass  # the learner is restarting; keep planning with the weights in hand
 
     def _write(self, episode: Episode) -> None:
         """Store an episode; while Redis is down (restarting), wait for it and retry (add is idempotent)."""

@@ -374,6 +374,7 @@ def cmd_report(args) -> int:
         print(f"note: {note}")
     print(f"report: {page}")
     print(f"results against PlaNet (Markdown): {page.parent / 'results.md'}")
+    print(f"where the time went (Markdown): {page.parent / 'time.md'}")
     return 0
 
 

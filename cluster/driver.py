@@ -407,7 +407,8 @@ class Driver:
         self.telemetry.evaluation(env_steps, {
             "eval/return_mean": summary["return_mean"], "eval/return_std": summary["return_std"],
             "eval/random_return_mean": summary["random_return_mean"],
-            "eval/random_return_std": summary["random_return_std"], "eval/policy_version": version})
+            "eval/random_return_std": summary["random_return_std"], "eval/policy_version": version,
+            "eval/seconds": summary.get("seconds", 0.0)})
         self.log(f"eval at {env_steps} env steps (weights v{version}): {describe(summary)}")
         return {**summary, "files": files}
 

@@ -3,7 +3,8 @@
     page, notes = write_report([Path("runs/seed0"), Path("runs/seed1")], out=Path("reports/cartpole"))
 
 Reads what ``orrery train`` leaves in each RUN_DIR (``config.yaml``, ``metrics.jsonl``, ``summary.json``,
-``eval/open_loop.png`` and ``.gif``) and writes ``OUT/report.html`` with its pictures in ``OUT/report/``.
+``eval/open_loop.png`` and ``.gif``) and writes ``OUT/report.html`` with its pictures in ``OUT/report/``,
+``OUT/results.md`` (the evaluations against PlaNet's) and ``OUT/time.md`` (where each process's time went).
 Image paths are relative, so the folder can be copied or served as it is. What a stopped run lacks (an
 evaluation, learner losses, a summary) is left out with a note on the page rather than failing the report.
 The figures are drawn on matplotlib's Agg canvas (no display, no pyplot state).
@@ -26,6 +27,7 @@ from urllib.parse import quote
 import numpy as np
 import yaml
 
+from cluster.profile import duration, time_profile, time_table, wall_seconds
 from common.envs.tasks import PLANET_BUDGET_ENV_STEPS, planet_reference
 
 ASSETS = "report"  # OUT/report/: the pictures the page shows
@@ -131,7 +133,9 @@ def write_report(run_dirs: Sequence[Path], out: Path | None = None) -> tuple[Pat
                 body.append(f"<figure>{tags}<figcaption>{part.caption}</figcaption></figure>")
             body += [f'<p class="note">{html.escape(note)}</p>' for note in part.notes]
             notes += part.notes
+    body += ["<h2>Where the time went</h2>", _time_html(runs)]
     (out / "results.md").write_text(results_table(runs))
+    (out / "time.md").write_text(time_table({run.name: run.records for run in runs}))
     page = out / "report.html"
     page.write_text(_PAGE.substitute(
         title=html.escape(f"Orrery report: {', '.join(dict.fromkeys(run.task for run in runs))}"),
@@ -369,7 +373,7 @@ def results_table(runs: list[Run], env_steps: int = PLANET_BUDGET_ENV_STEPS) -> 
         reference = planet_reference(task)
         if reference is not None:
             ours += " (above)" if means.mean() >= reference else " (below)"
-        walls = [_duration(record["time"] - run.records[0]["time"]) for run, record in found]
+        walls = [duration(record["time"] - run.records[0]["time"]) for run, record in found]
         steps = sorted({f"{int(record['env_steps']):,}" for _, record in found})
         lines.append(f"| {task} | {'—' if reference is None else f'{reference:g}'} | {ours} | {random} | "
                      f"{', '.join(walls)} | {', '.join(steps)} | {len(found)} |")
@@ -398,16 +402,25 @@ def _table(runs: list[Run], colours: dict[str, str]) -> str:
         cells = (f'<span class="swatch" style="background:{colours[run.name]}"></span>{html.escape(run.name)}',
                  html.escape(run.task), "—" if run.seed is None else str(run.seed), f"{int(env_steps):,}",
                  "—" if updates is None else f"{int(updates):,}", result,
-                 _duration(run.records[-1]["time"] - run.records[0]["time"]),
+                 duration(run.records[-1]["time"] - run.records[0]["time"]),
                  "finished" if run.summary else "no summary.json (stopped or running)")
         rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
     return ("<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>\n" + "\n".join(rows) + "</table>")
 
 
-def _duration(seconds: float) -> str:
-    minutes, seconds = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+def _time_html(runs: list[Run]) -> str:
+    """Each run's processes, their sections as shares of the run's wall time (cluster/profile.py)."""
+    rows = []
+    for run in runs:
+        wall = wall_seconds(run.records)
+        for row in time_profile(run.records):
+            shares = " · ".join(f"{html.escape(label)} {100 * share:.0f} %" for label, share in row.shares.items())
+            rows.append(f'<tr class="time"><td>{html.escape(run.name)}</td><td>{duration(wall)}</td>'
+                        f"<td>{html.escape(row.process)}</td><td>{shares}</td></tr>")
+    if not rows:
+        return '<p class="note">No time sections in these runs\' metrics (runs made before Orrery reported them).</p>'
+    return ("<table><tr><th>run</th><th>wall time</th><th>process</th><th>share of the wall time</th></tr>\n"
+            + "\n".join(rows) + "</table>")
 
 
 # The script marks <body data-images="loaded"> once every picture has decoded ("broken" otherwise), so a

@@ -61,6 +61,11 @@ CATALOGUE: tuple[Metric, ...] = tuple(
         "actor/env_steps": "Env steps (action repeat counted) of the episodes this actor finished",
         "actor/episodes": "Episodes this actor finished and reported",
         "actor/insert_wait_s": "Seconds this actor waited for the learner (samples-per-insert limiter)",
+        "actor/plan_s": "Seconds this actor's process spent in CEM plans",
+        "actor/env_s": "Seconds this actor's process spent stepping its environments (physics and rendering)",
+        "actor/observe_s": "Seconds this actor's process spent updating beliefs from new frames",
+        "actor/write_s": "Seconds this actor's process spent writing episodes to replay",
+        "actor/weights_s": "Seconds this actor's process spent fetching and loading newer weights",
         "actor/restarts": "Times Ray restarted this actor's process",
         "actor/lost_episodes": "Episodes in flight when this actor died (never written to replay)",
     })
@@ -77,6 +82,10 @@ CATALOGUE: tuple[Metric, ...] = tuple(
         "learner/updates": "Gradient updates applied (continues across learner restarts from its checkpoint)",
         "learner/skipped_updates": "Updates skipped because the loss or gradient was not finite",
         "limiter/sample_wait_s": "Seconds the learner's sampling waited for actors (samples-per-insert limiter)",
+        "learner/update_s": "Seconds this learner process spent in gradient updates",
+        "learner/batch_wait_s": "Seconds this learner process waited for a batch (limiter or sampling)",
+        "learner/publish_s": "Seconds this learner process spent publishing weights to the object store",
+        "learner/checkpoint_s": "Seconds this learner process spent writing checkpoints",
         "limiter/sample_waits": "Times the learner's sampling waited for actors",
     })
     + _metrics("gauge", (), {
@@ -136,6 +145,7 @@ CATALOGUE: tuple[Metric, ...] = tuple(
         "eval/random_return_mean": "Mean return of random-action episodes in the same evaluation",
         "eval/random_return_std": "Standard deviation of those random returns",
         "eval/env_steps": "Env steps of the run when the last evaluation took place",
+        "eval/seconds": "Wall seconds the last evaluation took (its planned and random episodes)",
     })
 )
 

@@ -20,6 +20,7 @@ import torch
 from common.config import from_yaml
 from common.device import ThreadPacer, setup_process
 from common.names import weight_store_name
+from common.timing import Stopwatch
 from learner import checkpoint
 from learner.learner import Learner
 from replay import REDIS_DOWN, Prefetcher, SamplesPerInsert
@@ -27,6 +28,10 @@ from replay.reconnect import open_replay
 
 REDIS_WAIT_S = 300.0
 """How long a (re)starting learner waits for the replay's Redis before its constructor gives up."""
+
+LEARNER_SECTIONS = ("update", "batch_wait", "publish", "checkpoint")
+"""Where the learner's time goes (``learner/<section>_s``): gradient updates, waiting for a batch (the limiter holding
+sampling back for the actors, or sampling slower than updates), putting weights in the object store, checkpoints."""
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0, max_concurrency=4)
@@ -59,6 +64,7 @@ class LearnerWorker:
         self._metrics: dict[str, float] = {}
         self._lock = threading.Lock()
         self._published = -1
+        self.watch = Stopwatch(LEARNER_SECTIONS)
         self.publish()
 
     def pid(self) -> int:
@@ -72,13 +78,15 @@ class LearnerWorker:
         """Put the weights into the object store once and hand the reference to the weight store."""
         version = self.learner.updates
         if version != self._published:
-            ref = ray.put(self.learner.weights())
-            ray.get(self.store.publish.remote(version, [ref]))
+            with self.watch.section("publish"):
+                ref = ray.put(self.learner.weights())
+                ray.get(self.store.publish.remote(version, [ref]))
             self._published = version
         return version
 
     def save_checkpoint(self) -> str:
-        return str(checkpoint.save(self.checkpoints, self.learner.state_dict()))
+        with self.watch.section("checkpoint"):
+            return str(checkpoint.save(self.checkpoints, self.learner.state_dict()))
 
     def train(self) -> dict[str, float]:
         """Update until stop(); returns the last metrics. Every update is paced by the limiter."""
@@ -95,10 +103,12 @@ class LearnerWorker:
                                                 seed=self.cfg.train.seed + self.learner.updates,
                                                 transform=self.learner.stage).start()
                     try:
-                        batch = prefetcher.get(timeout=0.5)
+                        with self.watch.section("batch_wait"):
+                            batch = prefetcher.get(timeout=0.5)
                     except TimeoutError:  # the limiter holds sampling back: actors have not inserted enough yet
                         continue
-                    metrics = self.learner.update(batch)
+                    with self.watch.section("update"):
+                        metrics = self.learner.update(batch)
                     count += 1
                     updates = self.learner.updates
                     counts = self.limiter.counters.counts()  # one Redis round trip for the pacer and the metrics
@@ -114,6 +124,7 @@ class LearnerWorker:
                     metrics["learner/replay_reconnects"] = self.reconnects
                     metrics.update(self.limiter.metrics(counts))
                     metrics.update(prefetcher.metrics())
+                    metrics.update(self.watch.metrics("learner"))
                     with self._lock:
                         self._metrics = metrics
                 except REDIS_DOWN:  # Redis restarts: wait for it, then sample again

@@ -40,6 +40,9 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]]]]]] = [
         ("Waiting for the learner (fraction of time)", "percentunit",
          [(f"rate({q('orrery_actor_insert_wait_s_total')}[1m])", "{{run}} a{{actor}}")]),
         ("Episodes lost to actor restarts", "none", [(q("orrery_actor_lost_episodes_total"), "{{run}} a{{actor}}")]),
+        ("Where the actor's time goes (fraction)", "percentunit",
+         [(f"rate({q(f'orrery_actor_{section}_s_total')}[1m])", f"{{{{run}}}} a{{{{actor}}}} {section}")
+          for section in ("plan", "env", "observe", "write", "weights", "insert_wait")]),
     ]),
     ("Learner", [
         ("Loss terms", "none", [(q(f"orrery_learner_{term}_loss"), f"{{{{run}}}} {term}")
@@ -58,6 +61,9 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]]]]]] = [
          [(q("orrery_learner_prior_std"), "{{run}} prior"), (q("orrery_learner_posterior_std"), "{{run}} posterior")]),
         ("Published weight version", "none", [(q("orrery_learner_policy_version"), "{{run}}")]),
         ("CPU threads (more while actors wait for it)", "none", [(q("orrery_learner_threads"), "{{run}}")]),
+        ("Where the learner's time goes (fraction)", "percentunit",
+         [(f"rate({q(f'orrery_learner_{section}_s_total')}[1m])", f"{{{{run}}}} {section}")
+          for section in ("update", "batch_wait", "publish", "checkpoint")]),
     ]),
     ("Replay", [
         ("Stored agent steps", "none",

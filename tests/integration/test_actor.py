@@ -1,6 +1,7 @@
 """The plain Actor with real environments: batched planning over several envs, seed episodes, weights."""
 
 import numpy as np
+import pytest
 import torch
 
 from actors.actor import Actor
@@ -20,6 +21,9 @@ def test_actor_collects_and_writes_episodes_from_several_envs():
     assert all(e.length == 200 // 8 and e.info.env_steps == 200 and e.info.actor == 3 for e in episodes)
     assert {e.info.seed for e in episodes} == {40}
     assert actor.plan_ms, "episodes after the seed episodes are planned"
+    seconds = actor.watch.seconds  # where its time went (actor/<section>_s)
+    assert seconds["plan"] == pytest.approx(sum(actor.plan_ms) / 1000)
+    assert seconds["env"] > 0 and seconds["observe"] > 0 and seconds["write"] >= 0
     for e in episodes:  # planned actions with exploration noise stay in bounds
         assert np.all(np.abs(e.actions) <= 1.0)
         assert decode(encode(e)).length == e.length

@@ -40,6 +40,7 @@ def report(runs, tmp_path_factory) -> Path:
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"report: {out / 'report.html'}" in result.stdout
     assert f"results against PlaNet (Markdown): {out / 'results.md'}" in result.stdout
+    assert f"where the time went (Markdown): {out / 'time.md'}" in result.stdout
     return out
 
 
@@ -92,6 +93,15 @@ def test_report_draws_every_figure_of_two_seeds(runs, report):
     assert "star: PlaNet's return after 100 episodes" in page.read_text()  # the reference the curves are read against
     results = (report / "results.md").read_text().splitlines()
     assert len(results) == 3 and results[2].startswith("| dmc:cartpole-swingup | 297 | ") and results[2].endswith(" | 2 |")
+    # Where the time went: the learner, the actor and the evaluations of each seed, shares adding up to 100 %.
+    profile = (report / "time.md").read_text().splitlines()[2:]
+    processes = [re.sub(r" \(\d+\)$", "", row.split(" | ")[2]) for row in profile]
+    assert processes == ["learner", "actor 0", "evaluations"] * 2, profile
+    for row in profile[:2] + profile[3:5]:
+        shares = [float(share) for share in re.findall(r" (\d+) %", row)]
+        assert len(shares) in (5, 7) and 96 <= sum(shares) <= 104, row  # each share rounded to a whole percent
+    assert all("planning" in row and "env steps" in row for row in (profile[1], profile[4]))
+    assert page.read_text().count('<tr class="time">') == 6
 
 
 @pytest.mark.slow
