@@ -234,7 +234,7 @@ class Driver:
         inflight = {self._call("collect", i): ("collect", i) for i in range(len(self.actors))} \
             if not ledger.budget_spent else {}
         metrics_ref = None
-        schedule = EvalSchedule(cfg.train.eval_every_env_steps, ledger.state.env_steps)
+        schedule = EvalSchedule(cfg.train.eval_every_env_steps, ledger.state.env_steps, cfg.train.budget_env_steps)
         while inflight:
             if self.processes.keep_replay_up():  # first: learner and actors are waiting for it
                 ledger.redis_restarted()

@@ -184,14 +184,18 @@ class RunLedger:
 
 
 class EvalSchedule:
-    """Periodic evaluations every ``every`` env steps (0: none), one at a time; a late one is not made up twice."""
+    """Periodic evaluations every ``every`` env steps (0: none), one at a time; a late one is not made up twice.
 
-    def __init__(self, every: int, env_steps: int = 0):
-        self.every = every
+    None is due once ``budget`` env steps are spent: the final evaluation, on the final checkpoint, is the
+    point there (a periodic one at the budget would play the same episodes again, minutes on a CPU).
+    """
+
+    def __init__(self, every: int, env_steps: int = 0, budget: float = math.inf):
+        self.every, self.budget = every, budget
         self.next_at = self._after(env_steps)
 
     def due(self, env_steps: int, busy: bool) -> bool:
-        return bool(self.every) and not busy and env_steps >= self.next_at
+        return bool(self.every) and not busy and self.next_at <= env_steps < self.budget
 
     def started(self, env_steps: int) -> None:
         """An evaluation started at ``env_steps``: the next is due at the following multiple of ``every``."""

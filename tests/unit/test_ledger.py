@@ -99,3 +99,5 @@ def test_eval_schedule():
     assert not schedule.due(4900, busy=False) and schedule.due(5000, busy=False)
     never = EvalSchedule(every=0)
     assert not never.due(10**9, busy=False)
+    budgeted = EvalSchedule(every=1000, budget=3000)  # the final evaluation covers the budget's point
+    assert budgeted.due(2000, busy=False) and not budgeted.due(3000, busy=False) and not budgeted.due(3400, busy=False)
