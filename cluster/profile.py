@@ -29,6 +29,10 @@ class ProcessTime:
     process: str  # "learner", "actor 0", ..., "evaluations"
     shares: dict[str, float]  # section -> share of the run's wall time, "other" last (processes that train)
 
+    def text(self) -> str:
+        """``updates 80 % · waiting for a batch 10 % · ...``"""
+        return " · ".join(f"{label} {100 * share:.0f} %" for label, share in self.shares.items())
+
 
 def counter_total(values: Iterable[float]) -> float:
     """The total a counter counted over its samples, in order: rises add up, a fall is a restart from 0."""
@@ -79,8 +83,7 @@ def time_table(runs: Mapping[str, Sequence[Mapping]]) -> str:
     for name, records in runs.items():
         wall = wall_seconds(records)
         for row in time_profile(records):
-            shares = " · ".join(f"{label} {100 * share:.0f} %" for label, share in row.shares.items())
-            lines.append(f"| {name} | {duration(wall)} | {row.process} | {shares} |")
+            lines.append(f"| {name} | {duration(wall)} | {row.process} | {row.text()} |")
     return "\n".join(lines) + "\n"
 
 

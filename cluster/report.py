@@ -414,9 +414,8 @@ def _time_html(runs: list[Run]) -> str:
     for run in runs:
         wall = wall_seconds(run.records)
         for row in time_profile(run.records):
-            shares = " · ".join(f"{html.escape(label)} {100 * share:.0f} %" for label, share in row.shares.items())
             rows.append(f'<tr class="time"><td>{html.escape(run.name)}</td><td>{duration(wall)}</td>'
-                        f"<td>{html.escape(row.process)}</td><td>{shares}</td></tr>")
+                        f"<td>{html.escape(row.process)}</td><td>{html.escape(row.text())}</td></tr>")
     if not rows:
         return '<p class="note">No time sections in these runs\' metrics (runs made before Orrery reported them).</p>'
     return ("<table><tr><th>run</th><th>wall time</th><th>process</th><th>share of the wall time</th></tr>\n"
