@@ -7,7 +7,7 @@
 
 Sections are cumulative over the life of the object (a process), so they are counters in
 Prometheus (``rate(orrery_actor_plan_s_total[1m])`` is the share of wall time spent planning)
-and ``orrery report`` divides their totals by a run's wall time (cluster/report.py, time_profile).
+and ``orrery report`` divides their totals by a run's wall time (cluster/profile.py, time_profile).
 Nested sections are allowed but then count twice; the callers here never nest them.
 """
 
